@@ -1,0 +1,14 @@
+"""sparsedict: nonnegative L1 sparse coding and dictionary learning in JAX, with certificates."""
+
+from ._coding._active_set import ActiveSet as ActiveSet
+from ._coding._base import AbstractCodingSolver as AbstractCodingSolver
+from ._coding._coordinate_descent import CoordinateDescent as CoordinateDescent
+from ._coding._driver import duality_gap as duality_gap
+from ._coding._driver import sparse_code as sparse_code
+from ._coding._fista import FISTA as FISTA
+from ._coding._result import RESULTS as RESULTS
+from ._coding._result import CodingResult as CodingResult
+from ._objective import kkt_residual as kkt_residual
+from ._objective import lam_max as lam_max
+
+__version__ = "0.1.0"
