@@ -6,9 +6,14 @@ from ._coding._coordinate_descent import CoordinateDescent as CoordinateDescent
 from ._coding._driver import duality_gap as duality_gap
 from ._coding._driver import sparse_code as sparse_code
 from ._coding._fista import FISTA as FISTA
+from ._coding._implicit import implicit_codes as implicit_codes
 from ._coding._result import RESULTS as RESULTS
 from ._coding._result import CodingResult as CodingResult
+from ._coding._unrolled import unrolled_sparse_code as unrolled_sparse_code
+from ._coding._value import lasso_value as lasso_value
 from ._objective import kkt_residual as kkt_residual
 from ._objective import lam_max as lam_max
+from . import optimality as optimality
+from . import wide_limit as wide_limit
 
 __version__ = "0.1.0"

@@ -82,7 +82,8 @@ def certificate_from_terms(
     s = dual_scaling(masked_max(corr, atom_mask), lam, x_norm)
     l1 = jnp.sum(codes, axis=-1)
     primal = 0.5 * residual_sq + lam * l1
-    slack = lam[..., None] - s[..., None] * corr
+    # Clipped at zero: s g_k <= lam holds exactly except for the rounding that dual_scaling accepts.
+    slack = jnp.maximum(lam[..., None] - s[..., None] * corr, 0.0)
     if atom_mask is not None:
         slack = jnp.where(atom_mask, slack, 0.0)
     gap = 0.5 * (1.0 - s) ** 2 * residual_sq + jnp.sum(codes * slack, axis=-1)

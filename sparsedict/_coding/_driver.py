@@ -18,6 +18,7 @@ from ._active_set import ActiveSet
 from ._base import AbstractCodingSolver
 from ._coordinate_descent import CoordinateDescent
 from ._fista import FISTA
+from ._implicit import implicit_codes
 from ._problem import DictionaryOperator, Signal
 from ._result import RESULTS, CodingResult, status
 
@@ -124,6 +125,11 @@ def sparse_code(
     Returns:
         A [`CodingResult`][sparsedict.CodingResult] with codes, per-signal gap, relative gap, KKT
         residual, converged flags, steps and a status. Works under `jit`, `vmap` and `grad`.
+
+    Derivatives: `codes` is differentiable in X, D and lam (forward and reverse mode) by implicit
+    differentiation of the KKT system on the support (see `sparsedict/_coding/_implicit.py`);
+    init, atom_mask and tol carry none, and neither do the certificate fields (use
+    [`sparsedict.lasso_value`][] and [`sparsedict.duality_gap`][] for differentiable ones).
     """
     dtype = check.float_dtype(("X", X), ("D", D))
     X = check.signals(X, dtype)
@@ -141,7 +147,10 @@ def sparse_code(
     tol = jnp.asarray(default_tol(dtype) if tol is None else tol, dtype)
     tol = eqx.error_if(tol, ~(tol >= 0), "tol must be >= 0")
     max_steps = jnp.asarray(check.positive_int(max_steps, "max_steps"), jnp.int32)
-    result = _sparse_code(X2, D, lam, init, atom_mask, tol, max_steps, solver)
+    # The loop sees no derivatives; the codes get exact ones by implicit differentiation.
+    sg = jax.lax.stop_gradient
+    result = _sparse_code(sg(X2), sg(D), sg(lam), sg(init), atom_mask, sg(tol), max_steps, solver)
+    result = eqx.tree_at(lambda r: r.codes, result, implicit_codes(result.codes, X2, D, lam))
     if throw:
         result = result.result.error_if(result, result.result != RESULTS.successful)
     if single:

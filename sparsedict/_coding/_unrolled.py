@@ -1,0 +1,87 @@
+r"""Sparse coding by a fixed number of FISTA steps, differentiated by unrolling (approximate).
+
+`unrolled_sparse_code` runs exactly `n_steps` FISTA steps (a `lax.scan`, no stopping test) and
+lets JAX differentiate through them. The derivative is that of the truncated iteration, not of
+the lasso solution: it approaches the exact (implicit) derivative of
+[`sparsedict.sparse_code`][] only as the iterates converge and the support settles, and it costs
+memory proportional to `n_steps` in reverse mode. The step size $1/L$, $L = \lambda_{\max}(DD^\top)$,
+is treated as a constant (no derivative flows through the eigenvalue).
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import ArrayLike, Float
+
+from .. import _validation as check
+from .._objective import kkt_residual
+from ._driver import default_tol, make_operator
+from ._fista import FISTA
+from ._problem import Signal
+from ._result import CodingResult, status
+
+
+@eqx.filter_jit
+def _unrolled(X, D, lam, init, atom_mask, tol, n_steps):
+    solver = FISTA()
+    op = make_operator(D, atom_mask, use_gram=D.shape[0] <= 2 * D.shape[1])
+    op = eqx.tree_at(lambda o: o.lipschitz, op, jax.lax.stop_gradient(op.lipschitz))
+    X_norm = jnp.linalg.norm(jax.lax.stop_gradient(X), axis=-1)  # only in the certificate
+    signals = Signal(x=X, c=X @ op.D.T, x_sq=jnp.sum(X * X, axis=-1), x_norm=X_norm, lam=lam)
+
+    def solve_one(sig, a0):
+        state = solver.init(op, sig, op.project(a0))
+        state, _ = jax.lax.scan(lambda s, _: (solver.step(op, sig, s), None), state, length=n_steps)
+        codes = solver.codes(state)
+        cert, g = op.certificate(sig, codes)
+        return codes, cert, kkt_residual(codes, g, sig.lam, op.atom_mask)
+
+    codes, cert, kkt = jax.vmap(solve_one)(signals, init)
+    converged = cert.relative_gap <= tol
+    return CodingResult(
+        codes=codes,
+        gap=cert.gap,
+        relative_gap=cert.relative_gap,
+        primal=cert.primal,
+        kkt=kkt,
+        converged=converged,
+        steps=jnp.full(converged.shape, n_steps, jnp.int32),
+        result=status(converged, codes),
+    )
+
+
+def unrolled_sparse_code(
+    X: Float[ArrayLike, "n d"],
+    D: Float[ArrayLike, "k d"],
+    lam: float | Float[ArrayLike, " n"],
+    n_steps: int,
+    *,
+    init: Float[ArrayLike, "n k"] | None = None,
+    atom_mask: ArrayLike | None = None,
+    tol: float | None = None,
+) -> CodingResult:
+    r"""Codes after exactly `n_steps` FISTA steps, differentiable by unrolling (approximate).
+
+    Arguments as in [`sparsedict.sparse_code`][]; `n_steps` is static (changing it recompiles) and
+    `tol` only sets the `converged` flags. Every field of the result, certificates included, is
+    differentiable through the iteration. Prefer `sparse_code` (exact implicit derivatives) unless
+    the truncated map itself is what you want to differentiate.
+    """
+    dtype = check.float_dtype(("X", X), ("D", D))
+    X = check.signals(X, dtype)
+    single = X.ndim == 1
+    X2 = X[None] if single else X
+    n, d = X2.shape
+    D, atom_mask = check.dictionary(D, d, dtype, atom_mask)
+    k = D.shape[0]
+    lam = check.lam(lam, (n,), dtype) if not single else check.lam(lam, (), dtype)[None]
+    if init is None:
+        init = jnp.zeros((n, k), dtype)
+    else:
+        init = check.codes(init, (k,) if single else (n, k), dtype, name="init").reshape(n, k)
+    n_steps = check.positive_int(n_steps, "n_steps")
+    tol = jnp.asarray(default_tol(dtype) if tol is None else tol, dtype)
+    result = _unrolled(X2, D, lam, init, atom_mask, tol, n_steps)
+    if single:
+        result = jax.tree_util.tree_map(lambda a: a[0] if getattr(a, "ndim", 0) > 0 else a, result)
+    return result

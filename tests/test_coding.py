@@ -1,0 +1,254 @@
+"""Sparse coding: agreement with scikit-learn / scipy, honest certificates, KKT, masks, transforms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import sparsedict as sd
+from problems import lasso_objective, random_problem, reference_codes, reference_gap, unit_rows
+from tolerances import CODES_F32, CODES_F64, GAP_F32, GAP_F64, OBJECTIVE_F64
+
+SOLVERS = ["active_set", "fista", "cd"]
+MAX_STEPS = 20_000
+
+
+def solve(X, D, lam, solver, **kw):
+    kw.setdefault("tol", GAP_F64)
+    return sd.sparse_code(X, D, lam, solver=solver, max_steps=MAX_STEPS, **kw)
+
+
+@pytest.fixture
+def rng(request):
+    # Fresh inputs per test, reproducible from the test's name.
+    return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("shape", [(12, 8), (8, 20)], ids=["tall", "wide"])
+def test_matches_sklearn(rng, solver, shape):
+    d, k = shape
+    X, D = random_problem(rng, n=16, d=d, k=k)
+    lam = 0.1 * np.abs(X @ D.T).max()
+    res = solve(X, D, lam, solver)
+    ref = reference_codes(X, D, lam)
+    assert bool(res.converged.all())
+    np.testing.assert_allclose(res.codes, ref, atol=CODES_F64)
+    assert res.codes.min() >= 0
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_gap_is_honest_and_kkt_holds(rng, solver):
+    X, D = random_problem(rng, n=16, d=8, k=20)
+    lam = rng.uniform(0.05, 0.5, size=16)  # per-signal lam
+    res = solve(X, D, lam, solver)
+    gap, primal = reference_gap(X, D, res.codes, lam)
+    np.testing.assert_allclose(res.gap, gap, atol=1e-12 * primal.max())
+    np.testing.assert_allclose(res.primal, primal, rtol=1e-12)
+    assert np.all(res.relative_gap <= GAP_F64)
+    # KKT from the definition: a >= 0, g <= lam, g = lam on the support
+    g = (X - res.codes @ D) @ D.T
+    assert np.all(g <= lam[:, None] + 1e-7)
+    active = np.asarray(res.codes) > 1e-9
+    np.testing.assert_allclose(np.where(active, g, lam[:, None]), np.broadcast_to(lam[:, None], g.shape), atol=1e-6)
+    assert np.all(res.kkt <= 1e-6)
+    np.testing.assert_allclose(res.codes, reference_codes(X, D, lam), atol=CODES_F64)
+
+
+def test_gap_bounds_suboptimality(rng):
+    X, D = random_problem(rng, n=10, d=8, k=16)
+    lam = 0.2
+    optimum = lasso_objective(X, D, reference_codes(X, D, lam), lam)
+    rough = np.abs(rng.standard_normal((10, 16))) * 0.3
+    gap = np.asarray(sd.duality_gap(X, D, rough, lam))
+    primal = lasso_objective(X, D, rough, lam)
+    assert np.all(gap >= 0)
+    assert np.all(primal - optimum <= gap + 1e-12)
+    np.testing.assert_allclose(gap, reference_gap(X, D, rough, lam)[0], rtol=1e-10)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_large_lam_gives_zero_codes(rng, solver):
+    X, D = random_problem(rng, n=8, d=8, k=12)
+    lam = np.asarray(sd.lam_max(X, D)) * rng.uniform(1.0, 2.0, size=8)
+    res = solve(X, D, lam, solver)
+    np.testing.assert_array_equal(res.codes, 0.0)
+    assert bool(res.converged.all())
+    np.testing.assert_allclose(res.gap, 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_lam_zero_is_nnls(rng, solver):
+    X, D = random_problem(rng, n=8, d=12, k=6)  # tall: NNLS has a unique solution
+    X = X + 0.3 * rng.standard_normal(X.shape)
+    res = solve(X, D, 0.0, solver, tol=1e-10)
+    np.testing.assert_allclose(res.codes, reference_codes(X, D, 0.0), atol=1e-5)
+    assert bool(res.converged.all())
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_duplicated_atoms(rng, solver):
+    X, D = random_problem(rng, n=12, d=10, k=8)
+    D_dup = np.concatenate([D, D[:3]])  # singular Gram matrix
+    lam = 0.15
+    res = solve(X, D_dup, lam, solver)
+    assert np.all(np.isfinite(res.codes))
+    assert bool(res.converged.all())
+    # codes are not unique, the objective is
+    optimum = lasso_objective(X, D, reference_codes(X, D, lam), lam)
+    np.testing.assert_allclose(lasso_objective(X, D_dup, np.asarray(res.codes), lam), optimum, rtol=OBJECTIVE_F64)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_masked_padding_changes_nothing(rng, solver):
+    X, D = random_problem(rng, n=12, d=8, k=10)
+    lam = 0.1
+    padded = np.concatenate([D, np.zeros((3, 8)), unit_rows(rng.standard_normal((3, 8)))])
+    mask = np.array([True] * 10 + [False] * 6)
+    res = solve(X, padded, lam, solver, atom_mask=mask)
+    plain = solve(X, D, lam, solver)
+    np.testing.assert_array_equal(res.codes[:, 10:], 0.0)
+    np.testing.assert_allclose(res.codes[:, :10], plain.codes, atol=CODES_F64)
+    np.testing.assert_allclose(res.gap, plain.gap, atol=1e-12)
+    # a masked atom that would be used never enters the dual check
+    best = unit_rows(X[:1])
+    D2 = np.concatenate([D, best])
+    mask2 = np.array([True] * 10 + [False])
+    res2 = solve(X, D2, lam, solver, atom_mask=mask2)
+    np.testing.assert_allclose(res2.gap, plain.gap, atol=1e-12)
+    np.testing.assert_array_equal(res2.codes[:, 10], 0.0)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_float32(rng, solver):
+    X, D = random_problem(rng, n=16, d=8, k=20)
+    lam = 0.2
+    res = sd.sparse_code(X.astype(np.float32), D.astype(np.float32), lam, solver=solver, tol=GAP_F32, max_steps=MAX_STEPS)
+    assert res.codes.dtype == jnp.float32
+    assert bool(res.converged.all())
+    np.testing.assert_allclose(res.codes, reference_codes(X, D, lam), atol=CODES_F32)
+    # the float32 certificate equals the float64 recomputation up to float32 rounding of the
+    # correlations, eps * (|a|_1 ||x|| + ||x||^2)
+    X32, D32, A32 = X.astype(np.float32), D.astype(np.float32), np.asarray(res.codes)
+    gap, _ = reference_gap(X32, D32, A32, lam)
+    x_norm = np.linalg.norm(X32, axis=1)
+    rounding = 64 * np.finfo(np.float32).eps * (A32.sum(1) * x_norm + x_norm**2)
+    assert np.all(np.abs(np.asarray(res.gap) - gap) <= rounding)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_warm_start(rng, solver):
+    X, D = random_problem(rng, n=12, d=8, k=16)
+    lam = 0.1
+    cold = solve(X, D, lam, solver)
+    warm = solve(X, D, lam, solver, init=cold.codes)
+    assert int(warm.steps.max()) <= solver_check_every(solver)
+    np.testing.assert_allclose(warm.codes, cold.codes, atol=CODES_F64)
+    nearby = solve(X, D, lam * 1.1, solver, init=cold.codes)
+    np.testing.assert_allclose(nearby.codes, reference_codes(X, D, lam * 1.1), atol=CODES_F64)
+
+
+def solver_check_every(solver):
+    return sd.sparse_code.__globals__["SOLVERS"][solver]().check_every
+
+
+def test_single_signal_and_jit_vmap(rng):
+    X, D = random_problem(rng, n=6, d=8, k=12)
+    lam = 0.1
+    batch = solve(X, D, lam, "active_set")
+    one = solve(X[2], D, lam, "active_set")
+    np.testing.assert_allclose(one.codes, batch.codes[2], atol=1e-12)
+    jitted = jax.jit(lambda X, D, lam: sd.sparse_code(X, D, lam, tol=GAP_F64).codes)(X, D, lam)
+    np.testing.assert_allclose(jitted, batch.codes, atol=1e-12)
+    # vmap over lam: a regularisation path in one call
+    lams = jnp.array([0.05, 0.1, 0.3])
+    path = jax.vmap(lambda l: sd.sparse_code(X, D, l, tol=GAP_F64).codes)(lams)
+    for l, codes in zip(lams, path):
+        np.testing.assert_allclose(codes, reference_codes(X, D, float(l)), atol=CODES_F64)
+    # vmap over signals
+    rows = jax.vmap(lambda x: sd.sparse_code(x, D, lam, tol=GAP_F64).codes)(X)
+    np.testing.assert_allclose(rows, batch.codes, atol=1e-12)
+    gaps = jax.jit(jax.vmap(lambda A: sd.duality_gap(X, D, A, lam)))(jnp.stack([batch.codes, 2 * batch.codes]))
+    np.testing.assert_allclose(gaps[1], reference_gap(X, D, 2 * np.asarray(batch.codes), lam)[0], rtol=1e-10)
+
+
+def test_no_recompilation_when_lam_tol_or_data_change(rng, monkeypatch):
+    import sparsedict._coding._driver as driver
+
+    traces = []
+    original = driver._solve_one
+    monkeypatch.setattr(driver, "_solve_one", lambda *a: traces.append(1) or original(*a))
+    X, D = random_problem(rng, n=5, d=7, k=11)  # shapes used by no other test
+    for lam, tol, scale in [(0.1, 1e-8, 1.0), (0.3, 1e-6, 2.0), (np.full(5, 0.2), 1e-9, 0.5)]:
+        sd.sparse_code(X * scale, D, lam, tol=tol, max_steps=500 + int(scale))
+    assert len(traces) == 1
+
+
+def test_status_and_throw(rng):
+    X, D = random_problem(rng, n=8, d=8, k=16)
+    res = sd.sparse_code(X, D, 0.05, solver="fista", tol=1e-14, max_steps=3)
+    assert not bool(res.converged.all())
+    assert res.result == sd.RESULTS.max_steps_reached
+    assert "max_steps" in res.summary() or "reached" in res.summary()
+    with pytest.raises(Exception, match="max_steps"):
+        sd.sparse_code(X, D, 0.05, solver="fista", tol=1e-14, max_steps=3, throw=True)
+    ok = solve(X, D, 0.05, "active_set")
+    assert ok.result == sd.RESULTS.successful
+    assert "converged" in ok.summary()
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+def _good(rng):
+    X, D = random_problem(rng, n=4, d=5, k=6)
+    return X, D
+
+
+BAD_INPUTS = {
+    "X rank": (lambda X, D: dict(X=X[None]), ValueError, "X must have shape"),
+    "D rank": (lambda X, D: dict(D=D[0]), ValueError, "D must have shape"),
+    "d mismatch": (lambda X, D: dict(D=D[:, :4]), ValueError, "features"),
+    "empty X": (lambda X, D: dict(X=X[:0]), ValueError, "empty"),
+    "int X": (lambda X, D: dict(X=X.astype(int)), TypeError, "X must be a floating"),
+    "NaN X": (lambda X, D: dict(X=np.where(np.eye(4, 5) > 0, np.nan, X)), Exception, "X contains NaN"),
+    "inf D": (lambda X, D: dict(D=np.where(np.eye(6, 5) > 0, np.inf, D)), Exception, "D contains NaN"),
+    "negative lam": (lambda X, D: dict(lam=-0.1), Exception, "lam must be >= 0"),
+    "nan lam": (lambda X, D: dict(lam=np.nan), Exception, "lam must be finite"),
+    "lam shape": (lambda X, D: dict(lam=np.ones(3)), ValueError, "one value per signal"),
+    "zero atom": (lambda X, D: dict(D=np.concatenate([D, np.zeros((1, 5))])), Exception, "zero-norm atom"),
+    "mask shape": (lambda X, D: dict(atom_mask=np.ones(3, bool)), ValueError, "atom_mask must have shape"),
+    "negative init": (lambda X, D: dict(init=-np.ones((4, 6))), Exception, "init must be nonnegative"),
+    "init shape": (lambda X, D: dict(init=np.ones((4, 5))), ValueError, "init must have shape"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+@pytest.mark.parametrize("under_jit", [False, True], ids=["eager", "jit"])
+def test_bad_input_raises(rng, case, under_jit):
+    X, D = _good(rng)
+    make, error, message = BAD_INPUTS[case]
+    args = dict(X=X, D=D, lam=0.1, init=None, atom_mask=None)
+    args.update(make(X, D))
+
+    def call(X, D, lam, init, atom_mask):
+        return sd.sparse_code(X, D, lam, init=init, atom_mask=atom_mask).codes
+
+    if under_jit:
+        call = jax.jit(call)
+    with pytest.raises(error, match=message):
+        jax.block_until_ready(call(**args))
+
+
+def test_masked_zero_atom_is_fine(rng):
+    X, D = _good(rng)
+    D0 = np.concatenate([D, np.zeros((1, 5))])
+    res = solve(X, D0, 0.1, "active_set", atom_mask=np.array([True] * 6 + [False]))
+    assert bool(res.converged.all())
+
+
+def test_duality_gap_rejects_bad_codes(rng):
+    X, D = _good(rng)
+    with pytest.raises(ValueError, match="codes must have shape"):
+        sd.duality_gap(X, D, np.ones((4, 5)), 0.1)
+    with pytest.raises(Exception, match="codes must be nonnegative"):
+        sd.duality_gap(X, D, -np.ones((4, 6)), 0.1)
