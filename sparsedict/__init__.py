@@ -1,5 +1,8 @@
 """sparsedict: nonnegative L1 sparse coding and dictionary learning in JAX, with certificates."""
 
+from . import datasets as datasets
+from . import optimality as optimality
+from . import wide_limit as wide_limit
 from ._coding._active_set import ActiveSet as ActiveSet
 from ._coding._base import AbstractCodingSolver as AbstractCodingSolver
 from ._coding._coordinate_descent import CoordinateDescent as CoordinateDescent
@@ -11,9 +14,15 @@ from ._coding._result import RESULTS as RESULTS
 from ._coding._result import CodingResult as CodingResult
 from ._coding._unrolled import unrolled_sparse_code as unrolled_sparse_code
 from ._coding._value import lasso_value as lasso_value
+from ._learning._api import LearnedDictionary as LearnedDictionary
+from ._learning._api import TrainedSAE as TrainedSAE
+from ._learning._api import learn_dictionary as learn_dictionary
+from ._learning._api import train_sae as train_sae
+from ._learning._metrics import StepInfo as StepInfo
+from ._learning._sae import SAE as SAE
 from ._objective import kkt_residual as kkt_residual
 from ._objective import lam_max as lam_max
-from . import optimality as optimality
-from . import wide_limit as wide_limit
+from ._sweep._engine import run_sweep as run_sweep
+from ._sweep._spec import SweepSpec as SweepSpec
 
 __version__ = "0.1.0"

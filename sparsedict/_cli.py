@@ -40,6 +40,97 @@ def _demo(args) -> int:
     return 0 if bool(result.converged.all()) else 1
 
 
+def _ints(text):
+    return tuple(int(v) for v in text.split(","))
+
+
+def _floats(text):
+    return tuple(float(v) for v in text.split(","))
+
+
+def _sweep(args) -> int:
+    import jax
+
+    if args.float64:
+        jax.config.update("jax_enable_x64", True)
+    import numpy as np
+
+    import sparsedict as sd
+    from sparsedict import datasets
+    from sparsedict._sweep._plots import write_plots
+    from sparsedict._sweep._store import ResultStore
+
+    dtype = np.float64 if args.float64 else np.float32
+    if args.data:
+        X = np.asarray(datasets.load_array(args.data, args.key), dtype)
+        if X.ndim != 2:
+            raise SystemExit(f"--data must hold a 2-D array (n, d) of signals, got shape {X.shape}")
+        source = args.data
+    elif args.dataset == "patches":
+        X, source = datasets.image_patches(args.n, dtype=dtype), "8x8 natural-image patches"
+    else:
+        X, source = datasets.feature_mixture(args.n, args.d, seed=0, dtype=dtype), "feature mixture"
+    spec = sd.SweepSpec(
+        widths=args.widths, seeds=args.seeds, lams=args.lams, steps=args.steps,
+        chunk_size=args.chunk_size, buckets=args.buckets, stationarity_tol=args.stationarity_tol,
+    )
+    print(f"sparsedict sweep: {source}, n={X.shape[0]}, d={X.shape[1]}; widths {spec.widths}, "
+          f"seeds {spec.seeds}, lams {spec.lams}; {len(spec.members())} members in "
+          f"{len(spec.grouped())} buckets on {len(jax.devices())} {jax.devices()[0].platform} device(s); "
+          f"results in {args.out}")
+    start = time.perf_counter()
+    rows = sd.run_sweep(X, spec, out=args.out, verbose=not args.quiet)
+    print(f"\nswept in {time.perf_counter() - start:.1f} s; mean over seeds per width:")
+    header = f"{'lam':>6} {'width':>6} {'objective':>10} {'bound':>9} {'F-bound':>9} {'L0':>6} {'dead':>5} {'expl.var':>8} {'stationarity':>12}"
+    print(header)
+    for lam in spec.lams:
+        for width in sorted(set(spec.widths)):
+            sel = [r for r in rows if r["lam"] == lam and r["width"] == width]
+            mean = lambda key: float(np.mean([r[key] for r in sel]))
+            print(f"{lam:>6g} {width:>6d} {mean('objective'):>10.5f} {mean('bound'):>9.5f} "
+                  f"{mean('gap_to_bound'):>9.5f} {mean('mean_l0'):>6.2f} {mean('dead_atoms'):>5.1f} "
+                  f"{mean('explained_variance'):>8.4f} {max(r['max_relative_constraint'] for r in sel):>12.2e}")
+    print("(stationarity: largest per-atom |s_k/m_k - lam d_k| / lam over seeds; 0 at a stationary point)")
+    paths = write_plots(rows, ResultStore(args.out, spec).per_atom(), args.out)
+    if paths:
+        print("plots: " + ", ".join(paths))
+    else:
+        print('plots skipped: matplotlib is not installed (pip install "sparsedict[plot]")')
+    return 0
+
+
+def _certify(args) -> int:
+    import jax
+
+    if args.float64:
+        jax.config.update("jax_enable_x64", True)
+    import numpy as np
+
+    import sparsedict as sd
+    from sparsedict import datasets
+
+    dtype = np.float64 if args.float64 else np.float32
+    D = np.asarray(datasets.load_array(args.dictionary, args.dictionary_key), dtype)
+    X = np.asarray(datasets.load_array(args.data, args.data_key), dtype)
+    if args.transpose:
+        D = D.T
+    norms = np.linalg.norm(D, axis=1)
+    if args.normalize:
+        D = D / np.where(norms > 0, norms, 1.0)[:, None]
+    elif np.any(np.abs(norms - 1) > 1e-4):
+        raise SystemExit(
+            f"the dictionary's atoms (rows) are not unit norm (norms from {norms.min():.3g} to "
+            f"{norms.max():.3g}); rerun with --normalize to normalise them (codes are rescaled by "
+            "the same factors, the objective of THEORY assumes unit-norm atoms)"
+        )
+    print(f"certify: dictionary {D.shape} (atoms as rows), data {X.shape}, lam={args.lam}")
+    report = sd.optimality.certify(X, D, args.lam)
+    print(report)
+    bound = float(sd.wide_limit.bound(X, args.lam))
+    print(f"wide-limit bound {bound:.6g}; objective - bound = {float(report.objective) - bound:.4g}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="sparsedict",
@@ -64,6 +155,54 @@ def main(argv=None) -> int:
     demo.add_argument("--float64", action="store_true", help="solve in float64")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="train dictionaries of many widths x seeds x lams in one compiled program per bucket",
+        description="Width sweep: alternating-minimisation dictionaries for every (width, seed, "
+        "lam), trained together (vmap over members, padded width buckets, sharded over all "
+        "devices). Prints a table per width (objective, wide-limit bound, L0, dead atoms, "
+        "explained variance, stationarity) and writes results.csv, bucket_<W>.npz (dictionaries), "
+        "manifest.json and plots to --out. Rerunning with the same --out resumes an interrupted sweep.",
+    )
+    sweep.add_argument("--data", help="your activations: .npy, .npz or .safetensors, shape (n, d)")
+    sweep.add_argument("--key", help="array name inside an .npz/.safetensors file")
+    sweep.add_argument("--dataset", default="features", choices=["features", "patches"],
+                       help="built-in data when --data is absent: a mixture of independent, "
+                       "hierarchical and dense antipodal features (default), or 8x8 natural-image "
+                       "patches (needs scikit-learn)")
+    sweep.add_argument("--n", type=int, default=1024, help="built-in data: number of signals")
+    sweep.add_argument("--d", type=int, default=32, help="built-in feature mixture: dimension")
+    sweep.add_argument("--widths", type=_ints, default=(4, 8, 16, 32, 64), help="comma-separated widths")
+    sweep.add_argument("--seeds", type=_ints, default=(0, 1), help="comma-separated seeds")
+    sweep.add_argument("--lams", type=_floats, default=(0.1,), help="comma-separated L1 penalties")
+    sweep.add_argument("--steps", type=int, default=30, help="alternating-minimisation steps per member")
+    sweep.add_argument("--chunk-size", type=int, default=10, help="steps per compiled chunk")
+    sweep.add_argument("--buckets", default="pow2", choices=["pow2", "single"],
+                       help="pad widths to powers of two (default) or all to the largest (one compile)")
+    sweep.add_argument("--stationarity-tol", type=float, default=0.0,
+                       help="stop a bucket early once every member's certified residual is below this")
+    sweep.add_argument("--out", default="sweep_results", help="results folder (default sweep_results)")
+    sweep.add_argument("--float64", action="store_true", help="train in float64")
+    sweep.add_argument("--quiet", action="store_true", help="no progress output")
+    sweep.set_defaults(run=_sweep)
+
+    cert = sub.add_parser(
+        "certify",
+        help="optimality report of a dictionary you bring (e.g. an SAE decoder)",
+        description="Re-solve exact codes of --data for the dictionary and print the optimality "
+        "report of THEORY sections 1-4: per-atom stationarity residuals (worst first), KKT, gaps, "
+        "the free-atom test, and the gap to the wide-limit bound.",
+    )
+    cert.add_argument("--dictionary", required=True, help=".npy/.npz/.safetensors, atoms as rows (k, d)")
+    cert.add_argument("--dictionary-key", help="array name inside the dictionary file")
+    cert.add_argument("--data", required=True, help=".npy/.npz/.safetensors signals (n, d)")
+    cert.add_argument("--data-key", help="array name inside the data file")
+    cert.add_argument("--lam", type=float, required=True, help="the L1 penalty")
+    cert.add_argument("--transpose", action="store_true", help="the file holds atoms as columns (d, k)")
+    cert.add_argument("--normalize", action="store_true", help="normalise atoms to unit norm first")
+    cert.add_argument("--float64", action="store_true")
+    cert.set_defaults(run=_certify)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -65,7 +65,9 @@ def _solve_one(solver, op, sig, init, tol, max_steps):
         state = jax.lax.fori_loop(0, solver.check_every, lambda _, s: solver.step(op, sig, s), state)
         return state, steps + solver.check_every, converged(state)
 
-    state, steps, done = jax.lax.while_loop(cond, body, (state, jnp.int32(0), converged(state)))
+    # At least one block of steps, so a warm start is always polished (an exact solver re-solves
+    # its support), then until the certificate is met.
+    state, steps, done = jax.lax.while_loop(cond, body, (state, jnp.int32(0), jnp.bool_(False)))
     codes = solver.codes(state)
     cert, g = op.certificate(sig, codes)  # final certificate, independent of the solver's own
     kkt = kkt_residual(codes, g, sig.lam, op.atom_mask)

@@ -4,8 +4,9 @@ r"""Sparse coding by a fixed number of FISTA steps, differentiated by unrolling 
 lets JAX differentiate through them. The derivative is that of the truncated iteration, not of
 the lasso solution: it approaches the exact (implicit) derivative of
 [`sparsedict.sparse_code`][] only as the iterates converge and the support settles, and it costs
-memory proportional to `n_steps` in reverse mode. The step size $1/L$, $L = \lambda_{\max}(DD^\top)$,
-is treated as a constant (no derivative flows through the eigenvalue).
+memory proportional to `n_steps` in reverse mode. The step size $1/L$,
+$L = \lambda_{\max}(DD^\top)$, is treated as a constant (no derivative flows through the
+eigenvalue).
 """
 
 import equinox as eqx

@@ -83,6 +83,12 @@ def residuals(
         Normalisation: `relative_constraint` is divided by `lam`; gradients are in units of $F$.
         Works under `jit`; raises if codes are negative, shapes mismatch or atoms are not unit norm.
     """
+    return _checked_residuals(X, D, codes, jnp.asarray(lam), weights, atom_mask)
+
+
+@eqx.filter_jit
+def _checked_residuals(X, D, codes, lam, weights, atom_mask):
+    # validation inside the compiled function: value checks are `eqx.error_if` in the data flow
     X, D, codes, mask = signals_dictionary_codes(X, D, codes, atom_mask)
     lam = positive_lam(lam, X.dtype)
     weights = check_weights(weights, X.shape[0], X.dtype)

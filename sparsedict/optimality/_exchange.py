@@ -16,9 +16,15 @@ from jaxtyping import Array, Float
 from .._coding._driver import sparse_code
 from ._inputs import positive_lam, signals_dictionary_codes
 from ._inputs import weights as check_weights
-from ._objective_mean import mean_objective
+from ._refine import jit_objective as _objective
 from ._refine import refine
 from ._second_order import second_order
+
+
+@eqx.filter_jit
+def _split_directions(X, D, codes, lam, weights):
+    scale = jnp.max(jnp.linalg.norm(X, axis=-1))
+    return second_order(D, codes, X - codes @ D, lam, weights, scale)[2]
 
 
 class ExchangeReport(eqx.Module):
@@ -45,26 +51,32 @@ def exchange(X, D, lam, *, weights=None, atom_mask=None, split_eps=0.1, refine_s
     weights = check_weights(weights, X.shape[0], X.dtype)
     k = D.shape[0]
     active = np.ones(k, bool) if mask is None else np.asarray(mask)
-    codes = sparse_code(X, D, lam, atom_mask=mask).codes
-    F0 = mean_objective(D, codes, X, lam, weights)
-    scale = jnp.max(jnp.linalg.norm(X, axis=-1))
-    _, _, directions = second_order(D, codes, X - codes @ D, lam, weights, scale)
+    if active.sum() < 2:
+        raise ValueError("exchange needs at least two unmasked atoms in D")
+    # everything runs at width k + 1 (a padding slot for the split copy): one compilation
+    D_wide = jnp.concatenate([D, jnp.zeros((1, D.shape[1]), D.dtype)])
+    base_mask = jnp.asarray(np.append(active, False))
+    codes = sparse_code(X, D_wide, lam, atom_mask=base_mask).codes
+    F0 = _objective(D_wide, codes, X, lam, weights)
+    directions = _split_directions(X, D_wide, codes, lam, weights)
 
-    wide_mask = jnp.concatenate([jnp.asarray(active), jnp.ones((1,), bool)])
+    wide_mask = base_mask.at[k].set(True)
     gains, split_dicts = np.full(k, -np.inf), {}
     for kk in np.flatnonzero(active):
         plus = D[kk] + split_eps * directions[kk]
         minus = D[kk] - split_eps * directions[kk]
-        D_split = jnp.concatenate([D.at[kk].set(plus / jnp.linalg.norm(plus)), minus[None] / jnp.linalg.norm(minus)])
+        D_split = D_wide.at[kk].set(plus / jnp.linalg.norm(plus))
+        D_split = D_split.at[k].set(minus / jnp.linalg.norm(minus))
         D_split, _, F_split = refine(X, D_split, lam, weights, wide_mask, refine_steps)
         gains[kk] = float(F0 - F_split)
         split_dicts[kk] = D_split
 
     costs = np.full(k, np.inf)
     for j in np.flatnonzero(active):
-        removed = jnp.asarray(active).at[j].set(False)
-        codes_j = sparse_code(X, D, lam, atom_mask=removed).codes
-        costs[j] = float(mean_objective(jnp.where(removed[:, None], D, 0.0), codes_j, X, lam, weights) - F0)
+        removed = base_mask.at[j].set(False)
+        codes_j = sparse_code(X, D_wide, lam, atom_mask=removed).codes
+        D_j = jnp.where(removed[:, None], D_wide, 0.0)
+        costs[j] = float(_objective(D_j, codes_j, X, lam, weights) - F0)
 
     margin = gains[:, None] - costs[None, :]
     np.fill_diagonal(margin, -np.inf)

@@ -10,7 +10,7 @@ _UNIT_NORM_EPS = 1e3
 
 
 def weights(w, n, dtype, name="weights"):
-    r"""Per-signal weights $w_i \ge 0$ of shape (n,), finite, with $W = \sum_i w_i > 0$ (default 1)."""
+    r"""Weights $w_i \ge 0$ of shape (n,), finite, with $W = \sum_i w_i > 0$ (default: all 1)."""
     if w is None:
         return jnp.ones((n,), dtype)
     w = jnp.asarray(w)

@@ -14,7 +14,7 @@ from ._objective_mean import mean_objective
 
 
 @eqx.filter_jit
-def _atom_sweep(X, D, codes, weights):
+def _atom_sweep(X, D, codes, weights, mask):
     def update(k, carry):
         D, R = carry
         a = codes[:, k]
@@ -25,15 +25,17 @@ def _atom_sweep(X, D, codes, weights):
         return D.at[k].set(d_new), E - a[:, None] * d_new
 
     D, _ = jax.lax.fori_loop(0, D.shape[0], update, (D, X - codes @ D))
-    return D
+    return jnp.where(mask[:, None], D, 0.0)
+
+
+jit_objective = eqx.filter_jit(mean_objective)
 
 
 def refine(X, D, lam, weights, mask, steps):
     """`(D, codes, F)` after `steps` alternating steps (codes re-solved at the end)."""
-    codes = sparse_code(X, D, lam, atom_mask=mask).codes
+    codes = jnp.zeros((X.shape[0], D.shape[0]), X.dtype)
     for _ in range(steps):
-        D = _atom_sweep(X, D, codes, weights)
-        if mask is not None:
-            D = jnp.where(mask[:, None], D, 0.0)
         codes = sparse_code(X, D, lam, atom_mask=mask, init=codes).codes
-    return D, codes, mean_objective(D, codes, X, lam, weights)
+        D = _atom_sweep(X, D, codes, weights, mask)
+    codes = sparse_code(X, D, lam, atom_mask=mask, init=codes).codes
+    return D, codes, jit_objective(D, codes, X, lam, weights)

@@ -27,8 +27,8 @@ class AtomResiduals(eqx.Module):
         would_shrink: a used atom with $\nu_k < 0$ would lower $F$ by shrinking (norm $\le 1$).
         constraint: $\|s_k / m_k - \lambda d_k\|$ (THEORY 2.2), 0 for unused atoms.
         relative_constraint: `constraint / lam`, comparable across datasets.
-        alignment: cosine between $d_k$ and $\sum_i w_i a_{ik} e_{ik}$ (THEORY 2.3), 1 when stationary.
-        block_ratio: $\lambda_{\max}(P_k C_k P_k) / \mu_k$ (THEORY 4.1); > 1: saddle, the atom splits.
+        alignment: cosine of $d_k$ and $\sum_i w_i a_{ik} e_{ik}$ (THEORY 2.3), 1 when stationary.
+        block_ratio: $\lambda_{\max}(P_k C_k P_k) / \mu_k$ (THEORY 4.1); > 1: saddle, will split.
         split_strength: $S_k$ (THEORY 4.2); splitting changes $F$ at rate $-S_k / W$.
         split_direction: the tangent direction $u$ achieving $S_k$ (k, d).
         dead: unmasked atom with $m_k = 0$.
@@ -96,6 +96,7 @@ def format_report(report: OptimalityReport, rows: int = 10) -> str:
     ratio = np.zeros_like(rel) if a.block_ratio is None else np.asarray(a.block_ratio)
     split = np.zeros_like(rel) if a.split_strength is None else np.asarray(a.split_strength)
     mass = np.asarray(a.mass)
+    grad_norm = np.asarray(a.gradient_norm)
     order = [k for k in np.argsort(-(rel + 1e-3 * np.maximum(ratio - 1, 0))) if not masked[k]]
     lines = [
         f"{'atom':>5} {'mass':>10} {'|s/m-lam d|/lam':>16} {'|grad|':>10} "
@@ -112,7 +113,7 @@ def format_report(report: OptimalityReport, rows: int = 10) -> str:
             if on
         )
         lines.append(
-            f"{k:>5} {mass[k]:>10.3g} {rel[k]:>16.3e} {float(np.asarray(a.gradient_norm)[k]):>10.3e} "
+            f"{k:>5} {mass[k]:>10.3g} {rel[k]:>16.3e} {grad_norm[k]:>10.3e} "
             f"{ratio[k]:>8.3f} {split[k]:>10.3e}  {flags}"
         )
     if len(order) > rows:

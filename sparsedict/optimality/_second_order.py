@@ -4,8 +4,8 @@ r"""Second-order tests for one atom (THEORY 4.1 and 4.2), written for one atom a
 e_{ik}^\top$, $P_k = I - d_k d_k^\top$ and $\mu_k = \sum_i w_i a_{ik}(a_{ik} + \lambda)$, the
 Riemannian Hessian of the block objective in $d_k$ is $\mu_k P_k - P_k C_k P_k$; the atom is at a
 local minimum of its block only if $\rho_k = \lambda_{\max}(P_k C_k P_k) / \mu_k \le 1$. The active
-set $\mathcal A_k$ includes kink points ($a_{ik} = 0$, $d_k \cdot r_i = \lambda$ up to rounding), which
-makes the test one-sided there (THEORY 8).
+set $\mathcal A_k$ includes kink points ($a_{ik} = 0$, $d_k \cdot r_i = \lambda$ up to rounding),
+which makes the test one-sided there (THEORY 8).
 
 **Splitting slope.** Splitting $d_k$ into $d_k \pm \epsilon u$ and giving each copy the signals on
 its side changes $F$ at rate $-S_k / W$, $S_k = \max_{u \perp d_k, \|u\| = 1} \sum_i w_i a_{ik}

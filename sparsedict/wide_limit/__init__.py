@@ -51,15 +51,23 @@ def _signals(X, lam, weights, lam_name="lam"):
 def bound(
     X: Float[ArrayLike, "n d"], lam, weights: Float[ArrayLike, " n"] | None = None
 ) -> Float[jnp.ndarray, ""]:
-    r"""$\frac1W \sum_i w_i H_\lambda(\|x_i\|)$: no dictionary of any width has a lower objective."""
-    X, lam, weights = _signals(X, lam, weights)
-    return eqx.filter_jit(huber_bound)(X, lam, weights)
+    r"""$\frac1W \sum_i w_i H_\lambda(\|x_i\|)$: no dictionary of any width has lower $F$."""
+    return _checked_bound(X, jnp.asarray(lam), weights)
+
+
+@eqx.filter_jit
+def _checked_bound(X, lam, weights):
+    return huber_bound(*_signals(X, lam, weights))
 
 
 def solution(X: Float[ArrayLike, "n d"], lam, weights=None) -> WideLimitSolution:
     """The atom-per-datapoint optimum (padded to n atoms, see `WideLimitSolution.compact`)."""
-    X, lam, weights = _signals(X, lam, weights)
-    return eqx.filter_jit(closed_form)(X, lam, weights)
+    return _checked_solution(X, jnp.asarray(lam), weights)
+
+
+@eqx.filter_jit
+def _checked_solution(X, lam, weights):
+    return closed_form(*_signals(X, lam, weights))
 
 
 def gap_to_bound(X, D, lam, *, codes=None, weights=None, atom_mask=None):
@@ -68,6 +76,11 @@ def gap_to_bound(X, D, lam, *, codes=None, weights=None, atom_mask=None):
     _, lam, weights = _signals(X, lam, weights)
     if codes is None:
         codes = sparse_code(X, D, lam, atom_mask=mask).codes
+    return _gap_to_bound(D, codes, X, lam, weights)
+
+
+@eqx.filter_jit
+def _gap_to_bound(D, codes, X, lam, weights):
     return mean_objective(D, codes, X, lam, weights) - huber_bound(X, lam, weights)
 
 

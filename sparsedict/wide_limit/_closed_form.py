@@ -2,7 +2,8 @@ r"""The wide limit: the atom-per-datapoint optimum and the Huber bound (THEORY s
 
 For unit atoms $\|aD\| \le \|a\|_1$, so for every dictionary of every width
 $$F(D, A) \ge \frac1W \sum_i w_i H_\lambda(\|x_i\|), \qquad
-  H_\lambda(t) = \begin{cases} t^2/2 & t \le \lambda \\ \lambda t - \lambda^2/2 & t > \lambda,\end{cases}$$
+  H_\lambda(t) = \begin{cases} t^2/2 & t \le \lambda \\
+  \lambda t - \lambda^2/2 & t > \lambda,\end{cases}$$
 with equality when every point with $\|x_i\| > \lambda$ has its own atom $x_i / \|x_i\|$ and code
 $\|x_i\| - \lambda$ (residual $\lambda x_i / \|x_i\|$); points with $\|x_i\| \le \lambda$ get no
 code, and points sharing a direction share an atom.

@@ -41,6 +41,7 @@ def fista(grad, prox, lipschitz, certificate, init, tol, max_steps):
 
     one = jnp.ones((), init.dtype)
     state = (init, init, one)
-    state, steps, _ = jax.lax.while_loop(cond, body, (state, jnp.int32(0), relative_gap(init) <= tol))
+    start = (state, jnp.int32(0), relative_gap(init) <= tol)
+    state, steps, _ = jax.lax.while_loop(cond, body, start)
     primal, dual = certificate(state[0])
     return state[0], primal, dual, steps

@@ -1,0 +1,57 @@
+r"""Online (minibatch) dictionary learning (Mairal, Bach, Ponce and Sapiro, 2009/2010).
+
+For minibatch $X_t$ with exact codes $A_t$ the sufficient statistics are updated with forgetting
+$\beta_t = (1 - 1/t)^\rho$:
+
+$$S^{AA}_t = \beta_t S^{AA}_{t-1} + \tfrac1b A_t^\top A_t, \qquad
+  S^{AX}_t = \beta_t S^{AX}_{t-1} + \tfrac1b A_t^\top X_t,$$
+
+then block-coordinate descent on the unit sphere minimises the surrogate
+$\tfrac12\mathrm{tr}(D^\top S^{AA} D) - \mathrm{tr}(D^\top S^{AX})$. Atoms never used so far are
+revived on the minibatch's largest residuals (THEORY section 3). Minibatches are streamed from the
+host, so the data need not fit on the device.
+"""
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from .._coding._driver import sparse_code
+from ._atoms import revive_dead_atoms, update_atoms
+from ._metrics import step_info
+
+
+class OnlineState(NamedTuple):
+    D: Float[Array, "k d"]
+    AtA: Float[Array, "k k"]
+    AtX: Float[Array, "k d"]
+    step: Int[Array, ""]
+
+
+class Online(eqx.Module):
+    solver: str = "active_set"
+    code_max_steps: int = 1000
+    forgetting: float = 3.0  # rho in beta_t = (1 - 1/t)^rho; larger forgets faster
+    atom_sweeps: int = 1
+    revive: bool = True
+
+    def init(self, X, D):
+        k, d = D.shape
+        return OnlineState(D=D, AtA=jnp.zeros((k, k), D.dtype), AtX=jnp.zeros((k, d), D.dtype), step=jnp.int32(0))
+
+    def step(self, batch, lam, tol, state):
+        coded = sparse_code(batch, state.D, lam, solver=self.solver, tol=tol, max_steps=self.code_max_steps)
+        A = jax.lax.stop_gradient(coded.codes)
+        t = (state.step + 1).astype(batch.dtype)
+        beta = (1.0 - 1.0 / t) ** self.forgetting
+        b = batch.shape[0]
+        AtA = beta * state.AtA + A.T @ A / b
+        AtX = beta * state.AtX + A.T @ batch / b
+        D = state.D
+        if self.revive:
+            D, _ = revive_dead_atoms(D, batch - A @ D, jnp.diagonal(AtA), lam)
+        D = update_atoms(D, AtA, AtX, sweeps=self.atom_sweeps)
+        return OnlineState(D=D, AtA=AtA, AtX=AtX, step=state.step + 1), step_info(batch, D, A, lam)

@@ -1,0 +1,85 @@
+r"""A vanilla ReLU sparse autoencoder trained with optax.
+
+$$a = \mathrm{relu}(W_{\mathrm{enc}}(x - b_{\mathrm{dec}}) + b_{\mathrm{enc}}), \qquad
+  \hat x = a D + b_{\mathrm{dec}},$$
+$$\mathcal{L} = \tfrac12\|x - \hat x\|^2 + \lambda \textstyle\sum_k a_k\, \omega_k,$$
+
+with $\omega_k = 1$ and unit-norm decoder rows (`norm="unit"`: the decoder gradient is projected
+on each sphere's tangent space and the rows renormalised after each step), or $\omega_k = \|d_k\|$
+with a free decoder (`norm="weighted"`, the decoder-norm-weighted L1 of many SAE papers; the
+dictionary reported is then the normalised decoder with codes $a_k \|d_k\|$, the same objective).
+With $b_{\mathrm{dec}} = 0$ (the default) the SAE optimises THEORY's objective with amortised codes.
+"""
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Float, Int
+
+from ._atoms import riemannian_gradient
+from ._metrics import step_info
+
+
+class SAE(eqx.Module):
+    """Encoder `(W_enc, b_enc)`, decoder rows `D` (atoms) and decoder bias `b_dec`."""
+
+    W_enc: Float[Array, "k d"]
+    b_enc: Float[Array, " k"]
+    D: Float[Array, "k d"]
+    b_dec: Float[Array, " d"]
+
+    def encode(self, X):
+        return jax.nn.relu((X - self.b_dec) @ self.W_enc.T + self.b_enc)
+
+    def decode(self, A):
+        return A @ self.D + self.b_dec
+
+    def dictionary_and_codes(self, X):
+        """Unit-norm atoms and the matching codes (`a_k ||d_k||`), for THEORY's objective."""
+        norms = jnp.linalg.norm(self.D, axis=-1)
+        safe = jnp.where(norms > 0, norms, 1.0)
+        return self.D / safe[:, None], self.encode(X) * norms
+
+
+class SAEState(NamedTuple):
+    sae: SAE
+    opt_state: optax.OptState
+    step: Int[Array, ""]
+
+
+class SAETrainer(eqx.Module):
+    optimizer: optax.GradientTransformation = eqx.field(static=True)
+    norm: str = eqx.field(static=True, default="unit")
+    decoder_bias: bool = eqx.field(static=True, default=False)
+
+    def __check_init__(self):
+        if self.norm not in ("unit", "weighted"):
+            raise ValueError(f"norm must be 'unit' or 'weighted', got {self.norm!r}")
+
+    def init(self, X, D):
+        sae = SAE(W_enc=D, b_enc=jnp.zeros(D.shape[0], D.dtype), D=D, b_dec=jnp.zeros(D.shape[1], D.dtype))
+        return SAEState(sae=sae, opt_state=self.optimizer.init(sae), step=jnp.int32(0))
+
+    def loss(self, sae, X, lam):
+        A = sae.encode(X)
+        R = X - sae.decode(A)
+        weights = jnp.linalg.norm(sae.D, axis=-1) if self.norm == "weighted" else 1.0
+        return jnp.mean(0.5 * jnp.sum(R * R, axis=-1) + lam * jnp.sum(A * weights, axis=-1))
+
+    def step(self, batch, lam, tol, state):
+        del tol
+        grads = jax.grad(self.loss)(state.sae, batch, lam)
+        if self.norm == "unit":
+            grads = eqx.tree_at(lambda s: s.D, grads, riemannian_gradient(state.sae.D, grads.D))
+        if not self.decoder_bias:
+            grads = eqx.tree_at(lambda s: s.b_dec, grads, jnp.zeros_like(grads.b_dec))
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.sae)
+        sae = optax.apply_updates(state.sae, updates)
+        if self.norm == "unit":
+            sae = eqx.tree_at(lambda s: s.D, sae, sae.D / jnp.linalg.norm(sae.D, axis=-1, keepdims=True))
+        D, A = sae.dictionary_and_codes(batch)
+        info = step_info(batch - sae.b_dec, D, A, lam)
+        return SAEState(sae=sae, opt_state=opt_state, step=state.step + 1), info

@@ -1,0 +1,67 @@
+"""A sweep specification: widths x seeds x lams, grouped into padded width buckets."""
+
+import dataclasses
+import itertools
+import json
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    """What to train. Every (width, seed, lam) combination is one member.
+
+    Attributes:
+        widths: dictionary widths (numbers of atoms).
+        seeds: initialisation seeds.
+        lams: L1 penalties.
+        steps: training steps per member (alternating minimisation passes).
+        chunk_size: steps per compiled chunk (progress and checkpoints between chunks).
+        buckets: `"pow2"` pads each width to the next power of two (padding waste < 2x, one compile
+            per power of two) or `"single"` pads every width to the largest (one compile).
+        stationarity_tol: a bucket stops early once every member's certified residual is below it.
+        code_tol: relative duality-gap tolerance of the code solves (None: dtype default).
+        solver: coding solver.
+    """
+
+    widths: tuple[int, ...] = (8, 16, 32, 64, 128)
+    seeds: tuple[int, ...] = (0, 1)
+    lams: tuple[float, ...] = (0.1,)
+    steps: int = 50
+    chunk_size: int = 10
+    buckets: str = "pow2"
+    stationarity_tol: float = 0.0
+    code_tol: float | None = None
+    solver: str = "active_set"
+
+    def __post_init__(self):
+        for name in ("widths", "seeds", "lams"):
+            value = tuple(getattr(self, name))
+            object.__setattr__(self, name, value)
+            if not value:
+                raise ValueError(f"{name} must not be empty")
+        if any(int(w) != w or w < 1 for w in self.widths):
+            raise ValueError(f"widths must be positive integers, got {self.widths}")
+        if any(not (lam > 0) for lam in self.lams):
+            raise ValueError(f"lams must be > 0, got {self.lams}")
+        if self.buckets not in ("pow2", "single"):
+            raise ValueError(f"buckets must be 'pow2' or 'single', got {self.buckets!r}")
+        if self.steps < 1 or self.chunk_size < 1:
+            raise ValueError("steps and chunk_size must be >= 1")
+
+    def members(self):
+        """All (width, seed, lam), widths ascending."""
+        return list(itertools.product(sorted(set(self.widths)), self.seeds, self.lams))
+
+    def bucket_width(self, width: int) -> int:
+        if self.buckets == "single":
+            return max(self.widths)
+        return 1 << (int(width) - 1).bit_length()
+
+    def grouped(self):
+        """{padded width: [members]}, smallest bucket first."""
+        out = {}
+        for member in self.members():
+            out.setdefault(self.bucket_width(member[0]), []).append(member)
+        return dict(sorted(out.items()))
+
+    def to_json(self):
+        return json.loads(json.dumps(dataclasses.asdict(self)))
