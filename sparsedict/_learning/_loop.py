@@ -65,10 +65,12 @@ def run_chunks(chunk, certify, state, *, max_steps, chunk_size, checkpoint=None,
             elapsed = time.perf_counter() - start
             # Batched runs (sweeps) have a members axis: show the mean over members.
             last = StepInfo(*(np.mean(v[-1]) for v in history))
+            worst_grad = float(np.max(history.grad_norm[-1]))
             eta = elapsed / steps * (max_steps - steps)
             print(
                 f"[{name}] step {steps}/{max_steps}  F={last.objective:.6g}  L0={last.l0:.2f}  "
-                f"dead={last.dead:.3g}  {message}  ({elapsed:.1f} s, <= {eta:.0f} s left)",
+                f"dead={last.dead:.3g}  worst |grad|={worst_grad:.2e}  {message}  "
+                f"({elapsed:.1f} s, <= {eta:.0f} s left)",
                 file=sys.stderr,
             )
     if history is None:

@@ -6,25 +6,17 @@ $e_{ik} = r_i + a_{ik} d_k$ (an unused atom stays put).
 """
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 
 from .._coding._driver import sparse_code
+from .._learning._atoms import update_atoms
 from ._objective_mean import mean_objective
 
 
 @eqx.filter_jit
 def _atom_sweep(X, D, codes, weights, mask):
-    def update(k, carry):
-        D, R = carry
-        a = codes[:, k]
-        E = R + a[:, None] * D[k]
-        q = (weights * a) @ E
-        norm = jnp.linalg.norm(q)
-        d_new = jnp.where(norm > 0, q / jnp.where(norm > 0, norm, 1.0), D[k])
-        return D.at[k].set(d_new), E - a[:, None] * d_new
-
-    D, _ = jax.lax.fori_loop(0, D.shape[0], update, (D, X - codes @ D))
+    weighted = weights[:, None] * codes
+    D = update_atoms(D, weighted.T @ codes, weighted.T @ X, mask)
     return jnp.where(mask[:, None], D, 0.0)
 
 
