@@ -37,6 +37,9 @@ class CoordinateDescent(AbstractCodingSolver):
 
     def step(self, op, sig, state):
         gram = op.gram
+        # g is recomputed at each sweep: running updates would drift by rounding, and a state
+        # that is a function of `a` alone has an exact fixed point the driver can detect.
+        state = _CDState(a=state.a, g=sig.c - state.a @ gram)
         diag = jnp.diagonal(gram)
         usable = diag > 0 if op.atom_mask is None else (diag > 0) & op.atom_mask
         safe_diag = jnp.where(usable, diag, 1.0)

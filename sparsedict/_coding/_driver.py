@@ -49,6 +49,12 @@ def make_operator(D, atom_mask, use_gram: bool) -> DictionaryOperator:
     )
 
 
+def _unchanged(old, new):
+    """Whether a solver state is bitwise unchanged: a deterministic step is then at a fixed point."""
+    leaves = zip(jax.tree_util.tree_leaves(old), jax.tree_util.tree_leaves(new))
+    return jnp.all(jnp.stack([jnp.array_equal(a, b) for a, b in leaves]))
+
+
 def _solve_one(solver, op, sig, init, tol, max_steps):
     state = solver.init(op, sig, init)
 
@@ -57,21 +63,25 @@ def _solve_one(solver, op, sig, init, tol, max_steps):
         return cert.relative_gap <= tol
 
     def cond(carry):
-        _, steps, done = carry
-        return ~done & (steps < max_steps)
+        _, steps, done, stalled = carry
+        return ~done & ~stalled & (steps < max_steps)
 
     def body(carry):
-        state, steps, _ = carry
-        state = jax.lax.fori_loop(0, solver.check_every, lambda _, s: solver.step(op, sig, s), state)
-        return state, steps + solver.check_every, converged(state)
+        state, steps, _, _ = carry
+        new = jax.lax.fori_loop(0, solver.check_every, lambda _, s: solver.step(op, sig, s), state)
+        return new, steps + solver.check_every, converged(new), _unchanged(state, new)
 
     # At least one block of steps, so a warm start is always polished (an exact solver re-solves
-    # its support), then until the certificate is met.
-    state, steps, done = jax.lax.while_loop(cond, body, (state, jnp.int32(0), jnp.bool_(False)))
+    # its support), then until the certificate is met. A signal whose state stops changing has
+    # reached the solver's fixed point: more steps cannot lower its gap (in float32 a tol below the
+    # rounding floor of the certificate ends here instead of at max_steps).
+    false = jnp.bool_(False)
+    state, steps, _, stalled = jax.lax.while_loop(cond, body, (state, jnp.int32(0), false, false))
     codes = solver.codes(state)
     cert, g = op.certificate(sig, codes)  # final certificate, independent of the solver's own
     kkt = kkt_residual(codes, g, sig.lam, op.atom_mask)
-    return codes, cert, kkt, cert.relative_gap <= tol, steps
+    converged = cert.relative_gap <= tol
+    return codes, cert, kkt, converged, steps, stalled & ~converged
 
 
 @eqx.filter_jit
@@ -82,7 +92,7 @@ def _sparse_code(X, D, lam, init, atom_mask, tol, max_steps, solver):
     signals = Signal(x=X, c=X @ op.D.T, x_sq=X_norm**2, x_norm=X_norm, lam=lam)
     init = jax.vmap(op.project)(init)
     solve = jax.vmap(_solve_one, in_axes=(None, None, 0, 0, None, None))
-    codes, cert, kkt, converged, steps = solve(solver, op, signals, init, tol, max_steps)
+    codes, cert, kkt, converged, steps, stalled = solve(solver, op, signals, init, tol, max_steps)
     return CodingResult(
         codes=codes,
         gap=cert.gap,
@@ -91,7 +101,7 @@ def _sparse_code(X, D, lam, init, atom_mask, tol, max_steps, solver):
         kkt=kkt,
         converged=converged,
         steps=steps,
-        result=status(converged, codes),
+        result=status(converged, stalled, codes),
     )
 
 

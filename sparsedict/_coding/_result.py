@@ -12,6 +12,10 @@ class RESULTS(eqx.Enumeration):
         "sparse_code reached max_steps before every signal's relative gap fell below tol; "
         "raise max_steps, loosen tol, or inspect result.converged"
     )
+    precision_limit = (
+        "sparse_code stopped at the solver's fixed point with some relative gaps above tol: tol is "
+        "below the rounding floor of the certificate in this dtype (use float64 or a larger tol)"
+    )
     nonfinite = "sparse_code produced non-finite codes"
 
 
@@ -58,10 +62,15 @@ class CodingResult(eqx.Module):
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def status(converged, codes) -> RESULTS:
+def status(converged, stalled, codes) -> RESULTS:
+    """successful if every signal converged; else max_steps_reached if some signal was still
+    moving, else precision_limit (every unconverged signal sits at the solver's fixed point)."""
     finite = jnp.all(jnp.isfinite(codes))
+    unfinished = RESULTS.where(
+        jnp.any(~converged & ~stalled), RESULTS.max_steps_reached, RESULTS.precision_limit
+    )
     return RESULTS.where(
         ~finite,
         RESULTS.nonfinite,
-        RESULTS.where(jnp.all(converged), RESULTS.successful, RESULTS.max_steps_reached),
+        RESULTS.where(jnp.all(converged), RESULTS.successful, unfinished),
     )

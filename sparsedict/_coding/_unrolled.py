@@ -47,7 +47,7 @@ def _unrolled(X, D, lam, init, atom_mask, tol, n_steps):
         kkt=kkt,
         converged=converged,
         steps=jnp.full(converged.shape, n_steps, jnp.int32),
-        result=status(converged, codes),
+        result=status(converged, jnp.zeros_like(converged), codes),
     )
 
 
