@@ -58,7 +58,7 @@ def _unchanged(old, new):
 def _solve_one(solver, op, sig, init, tol, max_steps):
     state = solver.init(op, sig, init)
 
-    def converged(state):
+    def certified(state):
         cert, _ = solver.certificate(op, sig, state)
         return cert.relative_gap <= tol
 
@@ -69,7 +69,7 @@ def _solve_one(solver, op, sig, init, tol, max_steps):
     def body(carry):
         state, steps, _, _ = carry
         new = jax.lax.fori_loop(0, solver.check_every, lambda _, s: solver.step(op, sig, s), state)
-        return new, steps + solver.check_every, converged(new), _unchanged(state, new)
+        return new, steps + solver.check_every, certified(new), _unchanged(state, new)
 
     # At least one block of steps, so a warm start is always polished (an exact solver re-solves
     # its support), then until the certificate is met. A signal whose state stops changing has
@@ -143,6 +143,23 @@ def sparse_code(
     init, atom_mask and tol carry none, and neither do the certificate fields (use
     [`sparsedict.lasso_value`][] and [`sparsedict.duality_gap`][] for differentiable ones).
     """
+    X2, D, lam, init, atom_mask, tol, single = coding_inputs(X, D, lam, init, atom_mask, tol)
+    solver = _solver(solver)
+    max_steps = jnp.asarray(check.positive_int(max_steps, "max_steps"), jnp.int32)
+    # The loop sees no derivatives; the codes get exact ones by implicit differentiation.
+    sg = jax.lax.stop_gradient
+    result = _sparse_code(sg(X2), sg(D), sg(lam), sg(init), atom_mask, sg(tol), max_steps, solver)
+    result = eqx.tree_at(lambda r: r.codes, result, implicit_codes(result.codes, X2, D, lam))
+    if throw:
+        result = result.result.error_if(result, result.result != RESULTS.successful)
+    return unbatch(result) if single else result
+
+
+def coding_inputs(X, D, lam, init, atom_mask, tol):
+    """Validated `(X (n, d), D, lam (n,), init (n, k), atom_mask, tol, single)` for the coders.
+
+    A single signal (d,) becomes a batch of one (`single` is then True, see `unbatch`).
+    """
     dtype = check.float_dtype(("X", X), ("D", D))
     X = check.signals(X, dtype)
     single = X.ndim == 1
@@ -155,19 +172,14 @@ def sparse_code(
         init = jnp.zeros((n, k), dtype)
     else:
         init = check.codes(init, (k,) if single else (n, k), dtype, name="init").reshape(n, k)
-    solver = _solver(solver)
     tol = jnp.asarray(default_tol(dtype) if tol is None else tol, dtype)
     tol = eqx.error_if(tol, ~(tol >= 0), "tol must be >= 0")
-    max_steps = jnp.asarray(check.positive_int(max_steps, "max_steps"), jnp.int32)
-    # The loop sees no derivatives; the codes get exact ones by implicit differentiation.
-    sg = jax.lax.stop_gradient
-    result = _sparse_code(sg(X2), sg(D), sg(lam), sg(init), atom_mask, sg(tol), max_steps, solver)
-    result = eqx.tree_at(lambda r: r.codes, result, implicit_codes(result.codes, X2, D, lam))
-    if throw:
-        result = result.result.error_if(result, result.result != RESULTS.successful)
-    if single:
-        result = jax.tree_util.tree_map(lambda a: a[0] if getattr(a, "ndim", 0) > 0 else a, result)
-    return result
+    return X2, D, lam, init, atom_mask, tol, single
+
+
+def unbatch(result):
+    """Drop the batch axis of a result computed for a single signal."""
+    return jax.tree_util.tree_map(lambda a: a[0] if getattr(a, "ndim", 0) > 0 else a, result)
 
 
 def duality_gap(

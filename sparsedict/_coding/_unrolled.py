@@ -16,7 +16,7 @@ from jaxtyping import ArrayLike, Float
 
 from .. import _validation as check
 from .._objective import kkt_residual
-from ._driver import default_tol, make_operator
+from ._driver import coding_inputs, make_operator, unbatch
 from ._fista import FISTA
 from ._problem import Signal
 from ._result import CodingResult, status
@@ -68,21 +68,7 @@ def unrolled_sparse_code(
     differentiable through the iteration. Prefer `sparse_code` (exact implicit derivatives) unless
     the truncated map itself is what you want to differentiate.
     """
-    dtype = check.float_dtype(("X", X), ("D", D))
-    X = check.signals(X, dtype)
-    single = X.ndim == 1
-    X2 = X[None] if single else X
-    n, d = X2.shape
-    D, atom_mask = check.dictionary(D, d, dtype, atom_mask)
-    k = D.shape[0]
-    lam = check.lam(lam, (n,), dtype) if not single else check.lam(lam, (), dtype)[None]
-    if init is None:
-        init = jnp.zeros((n, k), dtype)
-    else:
-        init = check.codes(init, (k,) if single else (n, k), dtype, name="init").reshape(n, k)
+    X2, D, lam, init, atom_mask, tol, single = coding_inputs(X, D, lam, init, atom_mask, tol)
     n_steps = check.positive_int(n_steps, "n_steps")
-    tol = jnp.asarray(default_tol(dtype) if tol is None else tol, dtype)
     result = _unrolled(X2, D, lam, init, atom_mask, tol, n_steps)
-    if single:
-        result = jax.tree_util.tree_map(lambda a: a[0] if getattr(a, "ndim", 0) > 0 else a, result)
-    return result
+    return unbatch(result) if single else result
