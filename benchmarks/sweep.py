@@ -15,7 +15,6 @@ import os
 import platform
 import time
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
