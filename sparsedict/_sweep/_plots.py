@@ -23,7 +23,13 @@ def write_plots(rows, per_atom, folder):
     except ImportError:
         return []
     lams = sorted({r["lam"] for r in rows})
+    all_widths = sorted({int(r["width"]) for r in rows})
     paths = []
+
+    def width_axis(ax):
+        ax.set_xscale("log")
+        ax.set_xticks(all_widths, [str(w) for w in all_widths])
+        ax.minorticks_off()
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for lam in lams:
@@ -31,7 +37,8 @@ def write_plots(rows, per_atom, folder):
         _, bound = _mean_by_width(rows, lam, "bound")
         line, = ax.plot(widths, objective, "o-", label=f"objective, lam={lam:g}")
         ax.plot(widths, bound, "--", color=line.get_color(), label=f"wide-limit bound, lam={lam:g}")
-    ax.set(xscale="log", xlabel="width (atoms)", ylabel="F = mean 1/2|x - aD|^2 + lam|a|_1",
+    width_axis(ax)
+    ax.set(xlabel="width (atoms)", ylabel="F = mean 1/2|x - aD|^2 + lam|a|_1",
            title="Objective against width")
     ax.legend(fontsize=8)
     paths.append(os.path.join(folder, "objective_vs_width.png"))
@@ -43,8 +50,10 @@ def write_plots(rows, per_atom, folder):
         _, dead = _mean_by_width(rows, lam, "dead_atoms")
         ax1.plot(widths, l0, "o-", label=f"lam={lam:g}")
         ax2.plot(widths, np.array(dead) / np.array(widths), "o-", label=f"lam={lam:g}")
-    ax1.set(xscale="log", xlabel="width", ylabel="mean L0", title="Active atoms per signal")
-    ax2.set(xscale="log", xlabel="width", ylabel="dead fraction", title="Dead atoms")
+    width_axis(ax1)
+    width_axis(ax2)
+    ax1.set(xlabel="width", ylabel="mean L0", title="Active atoms per signal")
+    ax2.set(xlabel="width", ylabel="dead fraction", title="Dead atoms", ylim=(0, None))
     ax1.legend(fontsize=8)
     paths.append(os.path.join(folder, "l0_dead_vs_width.png"))
     fig.tight_layout(); fig.savefig(paths[-1], dpi=120); plt.close(fig)
