@@ -40,17 +40,18 @@ __all__ = [
 
 
 @eqx.filter_jit
-def _residuals(X, D, codes, lam, weights, mask):
+def _residuals(X, D, codes, lam, weights, mask, second=True):
     atoms = atom_residuals(X, D, codes, lam, weights, mask)
-    R = X - codes @ D
-    scale = jnp.max(jnp.linalg.norm(X, axis=-1))
-    ratio, strength, direction = second_order(D, codes, R, lam, weights, scale)
-    atoms = eqx.tree_at(
-        lambda a: (a.block_ratio, a.split_strength, a.split_direction),
-        atoms,
-        (ratio, strength, direction),
-        is_leaf=lambda x: x is None,
-    )
+    if second:
+        R = X - codes @ D
+        scale = jnp.max(jnp.linalg.norm(X, axis=-1))
+        ratio, strength, direction = second_order(D, codes, R, lam, weights, scale)
+        atoms = eqx.tree_at(
+            lambda a: (a.block_ratio, a.split_strength, a.split_direction),
+            atoms,
+            (ratio, strength, direction),
+            is_leaf=lambda x: x is None,
+        )
     return OptimalityReport(
         objective=objective(D, codes, X, lam, weights),
         lam=lam,
@@ -68,6 +69,7 @@ def residuals(
     *,
     weights: Float[ArrayLike, " n"] | None = None,
     atom_mask: ArrayLike | None = None,
+    second_order: bool = True,
 ) -> OptimalityReport:
     r"""Optimality residuals of $(D, A)$ for $F(D, A) = \frac1W\sum_i w_i[\frac12\|x_i - a_i D\|^2
     + \lambda \sum_k a_{ik}]$ on unit-norm atoms.
@@ -76,6 +78,9 @@ def residuals(
         X: signals (n, d). D: unit-norm atoms as rows (k, d). codes: (n, k), nonnegative.
         lam: scalar penalty, > 0. weights: optional per-signal weights (n,), default 1.
         atom_mask: optional boolean (k,); masked atoms are ignored (zeros, flagged `masked`).
+        second_order: also run the block and splitting tests (THEORY 4.1, 4.2; about
+            k n d^2 work). With False, `block_ratio`, `split_strength`, `split_direction` are None:
+            the cheap first-order report the learners stop on.
 
     Returns:
         An [`OptimalityReport`][sparsedict.optimality.OptimalityReport]. All zero residuals
@@ -83,16 +88,16 @@ def residuals(
         Normalisation: `relative_constraint` is divided by `lam`; gradients are in units of $F$.
         Works under `jit`; raises if codes are negative, shapes mismatch or atoms are not unit norm.
     """
-    return _checked_residuals(X, D, codes, jnp.asarray(lam), weights, atom_mask)
+    return _checked_residuals(X, D, codes, jnp.asarray(lam), weights, atom_mask, second_order)
 
 
 @eqx.filter_jit
-def _checked_residuals(X, D, codes, lam, weights, atom_mask):
+def _checked_residuals(X, D, codes, lam, weights, atom_mask, second_order):
     # validation inside the compiled function: value checks are `eqx.error_if` in the data flow
     X, D, codes, mask = signals_dictionary_codes(X, D, codes, atom_mask)
     lam = positive_lam(lam, X.dtype)
     weights = check_weights(weights, X.shape[0], X.dtype)
-    return _residuals(X, D, codes, lam, weights, mask)
+    return _residuals(X, D, codes, lam, weights, mask, second_order)
 
 
 def certify(
