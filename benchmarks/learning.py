@@ -153,14 +153,16 @@ class _Recorder:
         from sparsedict._learning import _api
 
         self._api, self._orig, self._orig_certifier = _api, _api.run_chunks, _api._certifier
+        self._orig_report = _api._final_report
         recorder = self
         self._orig_sc = _api.sparse_code
         # the final exact codes of the whole training set (after the last snapshot) use the
-        # benchmark's solver, capped at 100 steps (they are not used; untimed): train_sae hard-codes
-        # "active_set" there, and max_steps=5000 on the whole training set takes minutes
+        # benchmark's solver, capped at 100 steps (they are not used; untimed): max_steps=5000 on
+        # the whole training set takes minutes
         _api.sparse_code = lambda *a, **kw: recorder._orig_sc(*a, **{**kw, "solver": recorder.solver, "max_steps": 100})
         if not self.certify:  # skip the learners' certified stopping test (see the module doc)
-            _api._certifier = lambda *args: (lambda D: (False, None, None, float("nan")))
+            _api._certifier = lambda *args: (lambda D: (False, float("nan")))
+        _api._final_report = lambda *args: None  # the final optimality report is not used here
 
         def run_chunks(chunk, certify, state, **kw):
             def wrapped(state):
@@ -186,6 +188,7 @@ class _Recorder:
     def uninstall(self):
         self._api.run_chunks = self._orig
         self._api._certifier = self._orig_certifier
+        self._api._final_report = self._orig_report
         self._api.sparse_code = self._orig_sc
 
 

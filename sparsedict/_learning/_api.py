@@ -126,7 +126,7 @@ def learn_dictionary(
     forgetting: float = 3.0,
     revive: bool = True,
     solver: str = "active_set",
-    eval_size: int = 4096,
+    eval_size: int = 2048,
     checkpoint: str | None = None,
     verbose: bool = False,
 ) -> LearnedDictionary:
@@ -215,7 +215,7 @@ def train_sae(
     solver: str = "active_set",
     stationarity_tol: float | None = None,
     code_tol: float | None = None,
-    eval_size: int = 4096,
+    eval_size: int = 2048,
     checkpoint: str | None = None,
     verbose: bool = False,
 ) -> TrainedSAE:

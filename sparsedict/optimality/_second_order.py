@@ -61,5 +61,8 @@ def second_order(D, codes, R, lam, weights, scale):
     ratio = jax.vmap(block_ratio, in_axes=(0, 1, None, None, None, None))(
         D, codes, R, lam, weights, scale
     )
+    # Sequence the two batched tests: run concurrently in one executable they deadlocked XLA's
+    # CPU runtime (jaxlib 0.10, k ~ 30-140 atoms: every thread idle, Execute never returns).
+    ratio, R = jax.lax.optimization_barrier((ratio, R))
     strength, direction = jax.vmap(splitting, in_axes=(0, 1, None, None))(D, codes, R, weights)
     return ratio, strength, direction
