@@ -1,0 +1,28 @@
+"""Every experiment's --quick form runs, passes its own numerical checks and writes its outputs.
+
+The experiments are their own references: each compares against a closed form from THEORY.md
+(generating-dictionary residuals, the Huber bound, the KKT identities) and raises
+`PredictionFailed` when a prediction fails.
+"""
+
+import importlib
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # `experiments` is a top-level package of the repository, not installed
+
+from experiments import NAMES  # noqa: E402
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_quick_run(name, tmp_path):
+    module = importlib.import_module(f"experiments.{name}")
+    checks = module.main(["--quick", "--out", str(tmp_path)])
+    assert checks, f"{name} checked no prediction"
+    for suffix in (".png", ".md"):
+        path = tmp_path / f"{name}{suffix}"
+        assert path.exists() and path.stat().st_size > 0, f"{name} did not write {path.name}"
+    assert "| yes |" in (tmp_path / f"{name}.md").read_text()
