@@ -54,23 +54,34 @@ def main(argv=None):
     parser.add_argument("--d", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--buckets", default="pow2", choices=["pow2", "single"])
+    parser.add_argument("--widths", default="16,32,64,128,256,512,1024", help="comma-separated widths")
+    parser.add_argument("--loop-first", action="store_true",
+                        help="run the baseline first (run both orders on a busy machine)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
-    widths = (4, 8, 16) if args.quick else (16, 32, 64, 128, 256, 512, 1024)
+    widths = (4, 8, 16) if args.quick else tuple(int(w) for w in args.widths.split(","))
     n, d, steps = (256, 16, 4) if args.quick else (args.n, args.d, args.steps)
     seeds, lam = (0, 1), 0.1
     X = sd.datasets.feature_mixture(n, d, seed=0)
 
     spec = sd.SweepSpec(widths=widths, seeds=seeds, lams=(lam,), steps=steps, chunk_size=steps, buckets=args.buckets)
-    before = sum(_engine.TRACES.values())
-    start = time.perf_counter()
-    rows = sd.run_sweep(X, spec, out=None, verbose=False)
-    sweep_time = time.perf_counter() - start
-    sweep_compiles = sum(_engine.TRACES.values()) - before
+    def run_sweep():
+        before = sum(_engine.TRACES.values())
+        start = time.perf_counter()
+        rows = sd.run_sweep(X, spec, out=None, verbose=False)
+        return rows, time.perf_counter() - start, sum(_engine.TRACES.values()) - before
 
-    start = time.perf_counter()
-    looped, loop_compiles = loop_over_widths(jnp.asarray(X), widths, seeds, lam, steps)
-    loop_time = time.perf_counter() - start
+    def run_loop():
+        start = time.perf_counter()
+        looped, compiles = loop_over_widths(jnp.asarray(X), widths, seeds, lam, steps)
+        return looped, time.perf_counter() - start, compiles
+
+    if args.loop_first:
+        looped, loop_time, loop_compiles = run_loop()
+        rows, sweep_time, sweep_compiles = run_sweep()
+    else:
+        rows, sweep_time, sweep_compiles = run_sweep()
+        looped, loop_time, loop_compiles = run_loop()
     agree = max(abs(r["objective"] - float(looped[r["width"], r["seed"]][1]["objective"])) for r in rows)
 
     useful = sum(widths) * len(seeds)
@@ -78,7 +89,7 @@ def main(argv=None):
     result = {
         "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(), "jax": jax.__version__,
         "python": platform.python_version(), "n": n, "d": d, "steps": steps, "widths": widths,
-        "seeds": seeds, "buckets": args.buckets, "sweep_seconds": sweep_time,
+        "seeds": seeds, "buckets": args.buckets, "loop_first": args.loop_first, "sweep_seconds": sweep_time,
         "loop_seconds": loop_time, "speedup": loop_time / sweep_time, "sweep_compiles": sweep_compiles,
         "loop_compiles": loop_compiles, "padding_overhead": padded / useful,
         "max_objective_difference": agree,
@@ -86,7 +97,8 @@ def main(argv=None):
     lines = [
         f"# Width sweep vs loop over widths ({'quick' if args.quick else 'full'})", "",
         f"device {result['device']} ({result['cpu_count']} cores), jax {jax.__version__}; n={n}, d={d}, "
-        f"{steps} alternating steps, widths {widths}, seeds {seeds}, buckets={args.buckets}", "",
+        f"{steps} alternating steps, widths {widths}, seeds {seeds}, buckets={args.buckets}, "
+        f"{'baseline' if args.loop_first else 'sweep'} run first", "",
         "| | wall time incl. compile (s) | compiles |", "| --- | --- | --- |",
         f"| vmapped sweep | {sweep_time:.1f} | {sweep_compiles} |",
         f"| loop, one jit per width | {loop_time:.1f} | {loop_compiles} |", "",
@@ -98,9 +110,10 @@ def main(argv=None):
     print("\n".join(lines))
     if not args.quick:
         os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, f"sweep_{args.buckets}.json"), "w") as f:
+        name = f"sweep_{args.buckets}_{len(widths)}w_{'loopfirst' if args.loop_first else 'sweepfirst'}"
+        with open(os.path.join(args.out, name + ".json"), "w") as f:
             json.dump(result, f, indent=2)
-        with open(os.path.join(args.out, f"sweep_{args.buckets}.md"), "w") as f:
+        with open(os.path.join(args.out, name + ".md"), "w") as f:
             f.write("\n".join(lines) + "\n")
     return result
 
