@@ -20,7 +20,7 @@ from ._coordinate_descent import CoordinateDescent
 from ._fista import FISTA
 from ._implicit import implicit_codes
 from ._problem import DictionaryOperator, Signal
-from ._result import RESULTS, CodingResult, status
+from ._result import RESULTS, CodingResult, coding_result
 
 SOLVERS = {"active_set": ActiveSet, "fista": FISTA, "cd": CoordinateDescent}
 
@@ -93,16 +93,7 @@ def _sparse_code(X, D, lam, init, atom_mask, tol, max_steps, solver):
     init = jax.vmap(op.project)(init)
     solve = jax.vmap(_solve_one, in_axes=(None, None, 0, 0, None, None))
     codes, cert, kkt, converged, steps, stalled = solve(solver, op, signals, init, tol, max_steps)
-    return CodingResult(
-        codes=codes,
-        gap=cert.gap,
-        relative_gap=cert.relative_gap,
-        primal=cert.primal,
-        kkt=kkt,
-        converged=converged,
-        steps=steps,
-        result=status(converged, stalled, codes),
-    )
+    return coding_result(codes, cert, kkt, converged, steps, stalled)
 
 
 def sparse_code(

@@ -74,3 +74,17 @@ def status(converged, stalled, codes) -> RESULTS:
         RESULTS.nonfinite,
         RESULTS.where(jnp.all(converged), RESULTS.successful, unfinished),
     )
+
+
+def coding_result(codes, cert, kkt, converged, steps, stalled) -> CodingResult:
+    """A `CodingResult` from the final codes, their certificate and the loop's counters."""
+    return CodingResult(
+        codes=codes,
+        gap=cert.gap,
+        relative_gap=cert.relative_gap,
+        primal=cert.primal,
+        kkt=kkt,
+        converged=converged,
+        steps=steps,
+        result=status(converged, stalled, codes),
+    )

@@ -19,7 +19,7 @@ from .._objective import kkt_residual
 from ._driver import coding_inputs, make_operator, unbatch
 from ._fista import FISTA
 from ._problem import Signal
-from ._result import CodingResult, status
+from ._result import CodingResult, coding_result
 
 
 @eqx.filter_jit
@@ -39,16 +39,8 @@ def _unrolled(X, D, lam, init, atom_mask, tol, n_steps):
 
     codes, cert, kkt = jax.vmap(solve_one)(signals, init)
     converged = cert.relative_gap <= tol
-    return CodingResult(
-        codes=codes,
-        gap=cert.gap,
-        relative_gap=cert.relative_gap,
-        primal=cert.primal,
-        kkt=kkt,
-        converged=converged,
-        steps=jnp.full(converged.shape, n_steps, jnp.int32),
-        result=status(converged, jnp.zeros_like(converged), codes),
-    )
+    steps = jnp.full(converged.shape, n_steps, jnp.int32)
+    return coding_result(codes, cert, kkt, converged, steps, jnp.zeros_like(converged))
 
 
 def unrolled_sparse_code(
