@@ -5,17 +5,24 @@ import sys
 import time
 
 
-def _demo(args) -> int:
+def _float_dtype(args):
+    """Enable float64 in JAX when asked (before any array is made); the numpy dtype to use."""
     import jax
+    import numpy as np
 
     if args.float64:
         jax.config.update("jax_enable_x64", True)
+    return np.float64 if args.float64 else np.float32
+
+
+def _demo(args) -> int:
+    dtype = _float_dtype(args)
+    import jax
     import numpy as np
 
     import sparsedict as sd
     from sparsedict.datasets import sparse_synthetic
 
-    dtype = np.float64 if args.float64 else np.float32
     X, D, _ = sparse_synthetic(args.n, args.d, args.k, args.density, seed=args.seed, dtype=dtype)
     lam = args.lam
     print(
@@ -49,10 +56,8 @@ def _floats(text):
 
 
 def _sweep(args) -> int:
+    dtype = _float_dtype(args)
     import jax
-
-    if args.float64:
-        jax.config.update("jax_enable_x64", True)
     import numpy as np
 
     import sparsedict as sd
@@ -60,7 +65,6 @@ def _sweep(args) -> int:
     from sparsedict._sweep._plots import write_plots
     from sparsedict._sweep._store import ResultStore
 
-    dtype = np.float64 if args.float64 else np.float32
     if args.data:
         X = np.asarray(datasets.load_array(args.data, args.key), dtype)
         if X.ndim != 2:
@@ -100,16 +104,12 @@ def _sweep(args) -> int:
 
 
 def _certify(args) -> int:
-    import jax
-
-    if args.float64:
-        jax.config.update("jax_enable_x64", True)
+    dtype = _float_dtype(args)
     import numpy as np
 
     import sparsedict as sd
     from sparsedict import datasets
 
-    dtype = np.float64 if args.float64 else np.float32
     D = np.asarray(datasets.load_array(args.dictionary, args.dictionary_key), dtype)
     X = np.asarray(datasets.load_array(args.data, args.data_key), dtype)
     if args.transpose:

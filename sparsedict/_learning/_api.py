@@ -67,6 +67,14 @@ def _adam(learning_rate):
     return optax.adam(learning_rate)
 
 
+def _tolerances(dtype, code_tol, stationarity_tol):
+    """Defaults: code gap as `sparse_code`; stationarity 1e-8 in float64, 1e-4 in float32."""
+    code_tol = default_tol(dtype) if code_tol is None else code_tol
+    if stationarity_tol is None:
+        stationarity_tol = 1e-8 if dtype == jnp.float64 else 1e-4
+    return code_tol, stationarity_tol
+
+
 def _prepare(X, k, lam, name="X"):
     dtype = check.float_dtype((name, X))
     X = check.signals(X, dtype, name)
@@ -160,8 +168,7 @@ def learn_dictionary(
     X_host = X
     X, k, lam, dtype = _prepare(X, k, lam)
     n = X.shape[0]
-    code_tol = default_tol(dtype) if code_tol is None else code_tol
-    stationarity_tol = (1e-8 if dtype == jnp.float64 else 1e-4) if stationarity_tol is None else stationarity_tol
+    code_tol, stationarity_tol = _tolerances(dtype, code_tol, stationarity_tol)
     key = jax.random.PRNGKey(seed)
     D0 = init_dictionary(X, k, key) if init is None else check.dictionary(init, X.shape[1], dtype)[0]
     D0 = D0 / jnp.linalg.norm(D0, axis=-1, keepdims=True)
@@ -233,8 +240,7 @@ def train_sae(
     X_host = X
     X, k, lam, dtype = _prepare(X, k, lam)
     n = X.shape[0]
-    code_tol = default_tol(dtype) if code_tol is None else code_tol
-    stationarity_tol = (1e-8 if dtype == jnp.float64 else 1e-4) if stationarity_tol is None else stationarity_tol
+    code_tol, stationarity_tol = _tolerances(dtype, code_tol, stationarity_tol)
     optimizer = _adam(float(learning_rate)) if optimizer is None else optimizer
     trainer = SAETrainer(optimizer=optimizer, norm=norm, decoder_bias=decoder_bias)
     D0 = init_dictionary(X, k, jax.random.PRNGKey(seed))
