@@ -7,6 +7,12 @@ compilation, the compile counts, and the padding overhead (padded atom-steps / u
 
     python benchmarks/sweep.py            # widths 16..1024 (7) x 2 seeds
     python benchmarks/sweep.py --quick    # a smoke run for CI
+
+On a GPU (issue 8: 8 widths up to 16384 atoms, 1M synthetic activations of dimension 512, the
+online learner streaming minibatches; the baseline is the same learner in a loop over widths):
+
+    python benchmarks/sweep.py --learner online --n 1000000 --d 512 --steps 200 --chunk-size 50 \
+        --batch-size 4096 --widths 128,256,512,1024,2048,4096,8192,16384 --solver fista
 """
 
 import argparse
@@ -21,29 +27,42 @@ import numpy as np
 
 import sparsedict as sd
 from sparsedict._coding._driver import default_tol
-from sparsedict._learning._alternating import Alternating
 from sparsedict._learning._atoms import init_dictionary
-from sparsedict._learning._chunks import scan_full_data
-from sparsedict._sweep import _engine
+from sparsedict._learning._chunks import scan_full_data, scan_minibatches
+from sparsedict._sweep import _engine, _programs
+from sparsedict._sweep._layout import make_layout
 
 
-def loop_over_widths(X, widths, seeds, lam, steps):
-    """The baseline: a separate jit per width, seeds run one after another."""
-    tol = jnp.asarray(default_tol(X.dtype), X.dtype)
-    learner = Alternating()
-    compiles = 0
-    out = {}
-    for width in widths:
-        @jax.jit  # a fresh function per width: one compile each, as a user's loop would have
-        def train(X, lam, seed, width=width):
-            state = learner.init(X, init_dictionary(X, width, jax.random.PRNGKey(seed)))
-            state = scan_full_data(learner, X, lam, tol, state, steps)[0]
-            return state.D, _engine._member_summary(X, lam, tol, state, 5000)  # same results
+def loop_over_widths(X, spec):
+    """The baseline: the same learner, a separate jit per width, seeds one after another."""
+    data = _engine._Data(X, spec, make_layout("members", jax.devices()[:1]))
+    learner = _engine._learner(spec)
+    dtype = data.dtype
+    tol = jnp.asarray(default_tol(dtype), dtype)
+    lam = jnp.asarray(spec.lams[0], dtype)
+    compiles, out = 0, {}
+    for width in sorted(spec.widths):
+        X_init, X_eval = data.rows(data.init_count(width)), data.rows(data.eval_rows)
 
+        # fresh functions per width: one compile each, as a user's loop would have
+        @jax.jit
+        def init(X, seed, width=width):
+            return learner.init(X, init_dictionary(X, width, jax.random.PRNGKey(seed)))
+
+        @jax.jit
+        def chunk(state, batches, X_eval=X_eval):
+            if spec.learner == "alternating":
+                return scan_full_data(learner, X_eval, lam, tol, state, spec.chunk_size)[0]
+            return scan_minibatches(learner, lam, tol, state, batches)[0]
+
+        summary = jax.jit(lambda state, X_eval=X_eval: _programs.member_summary(X_eval, lam, tol, state))
         compiles += 1
-        for seed in seeds:
-            D, summary = train(X, jnp.asarray(lam, X.dtype), seed)
-            out[width, seed] = np.asarray(D), jax.device_get(summary)
+        for seed in spec.seeds:
+            state = init(X_init, seed)
+            for step in range(0, spec.steps, spec.chunk_size):
+                batches = None if spec.learner == "alternating" else data.batches(step, spec.chunk_size)
+                state = chunk(state, batches)
+            out[width, seed] = np.asarray(state.D), jax.device_get(summary(state))
     return out, compiles
 
 
@@ -54,6 +73,12 @@ def main(argv=None):
     parser.add_argument("--d", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--buckets", default="pow2", choices=["pow2", "single"])
+    parser.add_argument("--learner", default="alternating", choices=["alternating", "online"])
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--chunk-size", type=int, default=None, help="steps per chunk (default: all)")
+    parser.add_argument("--solver", default="active_set")
+    parser.add_argument("--member-batch", type=int, default=None,
+                        help="members vmapped at once (default: 1 on CPU, all on accelerators)")
     parser.add_argument("--widths", default="16,32,64,128,256,512,1024", help="comma-separated widths")
     parser.add_argument("--loop-first", action="store_true",
                         help="run the baseline first (run both orders on a busy machine)")
@@ -62,18 +87,22 @@ def main(argv=None):
     widths = (4, 8, 16) if args.quick else tuple(int(w) for w in args.widths.split(","))
     n, d, steps = (256, 16, 4) if args.quick else (args.n, args.d, args.steps)
     seeds, lam = (0, 1), 0.1
-    X = sd.datasets.feature_mixture(n, d, seed=0)
+    X = sd.datasets.feature_mixture(n, d, seed=0, dtype=np.float32)
 
-    spec = sd.SweepSpec(widths=widths, seeds=seeds, lams=(lam,), steps=steps, chunk_size=steps, buckets=args.buckets)
+    spec = sd.SweepSpec(
+        widths=widths, seeds=seeds, lams=(lam,), steps=steps, chunk_size=args.chunk_size or steps,
+        buckets=args.buckets, learner=args.learner, batch_size=args.batch_size, solver=args.solver,
+    )
+
     def run_sweep():
         before = sum(_engine.TRACES.values())
         start = time.perf_counter()
-        rows = sd.run_sweep(X, spec, out=None, verbose=False)
+        rows = sd.run_sweep(X, spec, out=None, verbose=False, member_batch=args.member_batch)
         return rows, time.perf_counter() - start, sum(_engine.TRACES.values()) - before
 
     def run_loop():
         start = time.perf_counter()
-        looped, compiles = loop_over_widths(jnp.asarray(X), widths, seeds, lam, steps)
+        looped, compiles = loop_over_widths(X, spec)
         return looped, time.perf_counter() - start, compiles
 
     if args.loop_first:
@@ -89,7 +118,9 @@ def main(argv=None):
     result = {
         "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(), "jax": jax.__version__,
         "python": platform.python_version(), "n": n, "d": d, "steps": steps, "widths": widths,
-        "seeds": seeds, "buckets": args.buckets, "loop_first": args.loop_first, "sweep_seconds": sweep_time,
+        "seeds": seeds, "buckets": args.buckets, "learner": args.learner, "solver": args.solver,
+        "batch_size": args.batch_size, "member_batch": args.member_batch,
+        "loop_first": args.loop_first, "sweep_seconds": sweep_time,
         "loop_seconds": loop_time, "speedup": loop_time / sweep_time, "sweep_compiles": sweep_compiles,
         "loop_compiles": loop_compiles, "padding_overhead": padded / useful,
         "max_objective_difference": agree,
@@ -97,7 +128,8 @@ def main(argv=None):
     lines = [
         f"# Width sweep vs loop over widths ({'quick' if args.quick else 'full'})", "",
         f"device {result['device']} ({result['cpu_count']} cores), jax {jax.__version__}; n={n}, d={d}, "
-        f"{steps} alternating steps, widths {widths}, seeds {seeds}, buckets={args.buckets}, "
+        f"{steps} {args.learner} steps ({args.solver}), widths {widths}, seeds {seeds}, buckets={args.buckets}, "
+        f"member_batch={args.member_batch or 'default'}, "
         f"{'baseline' if args.loop_first else 'sweep'} run first", "",
         "| | wall time incl. compile (s) | compiles |", "| --- | --- | --- |",
         f"| vmapped sweep | {sweep_time:.1f} | {sweep_compiles} |",
@@ -110,7 +142,8 @@ def main(argv=None):
     print("\n".join(lines))
     if not args.quick:
         os.makedirs(args.out, exist_ok=True)
-        name = f"sweep_{args.buckets}_{len(widths)}w_{'loopfirst' if args.loop_first else 'sweepfirst'}"
+        device = jax.devices()[0].platform
+        name = f"sweep_{device}_{args.learner}_{args.buckets}_{len(widths)}w_{'loopfirst' if args.loop_first else 'sweepfirst'}"
         with open(os.path.join(args.out, name + ".json"), "w") as f:
             json.dump(result, f, indent=2)
         with open(os.path.join(args.out, name + ".md"), "w") as f:

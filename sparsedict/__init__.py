@@ -2,6 +2,7 @@
 
 from . import datasets as datasets
 from . import optimality as optimality
+from . import streaming as streaming
 from . import wide_limit as wide_limit
 from ._coding._active_set import ActiveSet as ActiveSet
 from ._coding._base import AbstractCodingSolver as AbstractCodingSolver

@@ -55,7 +55,33 @@ def _floats(text):
     return tuple(float(v) for v in text.split(","))
 
 
+def _bytes(text):
+    """'4GB', '512MiB', '1e9' -> bytes."""
+    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    text = text.strip().lower().removesuffix("b").removesuffix("i")
+    scale = units.get(text[-1:], 1)
+    return int(float(text[:-1] if text[-1:] in units else text) * scale)
+
+
 def _sweep(args) -> int:
+    code = _sweep_on_this_host(args)
+    if args.distributed:  # leave together: a host that exits early fails the others' shutdown
+        import jax
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("sparsedict sweep finished")
+        jax.distributed.shutdown()
+    return code
+
+
+def _sweep_on_this_host(args) -> int:
+    if args.distributed:  # before any device is touched: the standard JAX multi-host runtime
+        import jax
+
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts (GPUs use NCCL)
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator, num_processes=args.num_processes, process_id=args.process_id
+        )
     dtype = _float_dtype(args)
     import jax
     import numpy as np
@@ -65,7 +91,10 @@ def _sweep(args) -> int:
     from sparsedict._sweep._plots import write_plots
     from sparsedict._sweep._store import ResultStore
 
-    if args.data:
+    if args.data and args.learner == "online":
+        X = sd.streaming.open_signals(args.data, key=args.key)  # streamed: only minibatches are read
+        source = f"{args.data} (streamed, {np.dtype(X.dtype).name})"
+    elif args.data:
         X = np.asarray(datasets.load_array(args.data, args.key), dtype)
         if X.ndim != 2:
             raise SystemExit(f"--data must hold a 2-D array (n, d) of signals, got shape {X.shape}")
@@ -77,13 +106,22 @@ def _sweep(args) -> int:
     spec = sd.SweepSpec(
         widths=args.widths, seeds=args.seeds, lams=args.lams, steps=args.steps,
         chunk_size=args.chunk_size, buckets=args.buckets, stationarity_tol=args.stationarity_tol,
+        learner=args.learner, batch_size=args.batch_size, eval_size=args.eval_size, layout=args.layout,
+        solver=args.solver,
     )
+    budget = None if args.memory_budget is None else _bytes(args.memory_budget)
+    if args.dry_run:
+        print(sd.run_sweep(X, spec, dry_run=True, memory_budget=budget, member_batch=args.member_batch))
+        return 0
     print(f"sparsedict sweep: {source}, n={X.shape[0]}, d={X.shape[1]}; widths {spec.widths}, "
           f"seeds {spec.seeds}, lams {spec.lams}; {len(spec.members())} members in "
           f"{len(spec.grouped())} buckets on {len(jax.devices())} {jax.devices()[0].platform} device(s); "
           f"results in {args.out}")
     start = time.perf_counter()
-    rows = sd.run_sweep(X, spec, out=args.out, verbose=not args.quiet)
+    rows = sd.run_sweep(X, spec, out=args.out, verbose=not args.quiet, memory_budget=budget,
+                        member_batch=args.member_batch)
+    if jax.process_index() != 0:
+        return 0  # the first host prints and plots
     print(f"\nswept in {time.perf_counter() - start:.1f} s; mean over seeds per width:")
     header = f"{'lam':>6} {'width':>6} {'objective':>10} {'bound':>9} {'F-bound':>9} {'L0':>6} {'dead':>5} {'expl.var':>8} {'stationarity':>12}"
     print(header)
@@ -182,6 +220,29 @@ def main(argv=None) -> int:
                        help="pad widths to powers of two (default) or all to the largest (one compile)")
     sweep.add_argument("--stationarity-tol", type=float, default=0.0,
                        help="stop a bucket early once every member's certified residual is below this")
+    sweep.add_argument("--learner", default="alternating", choices=["alternating", "online"],
+                       help="alternating: exact codes of all data each step (data on the device); "
+                       "online: minibatches streamed from --data (.npy, or shards: a glob of "
+                       ".npz/.safetensors files) without loading it")
+    sweep.add_argument("--batch-size", type=int, default=1024, help="online minibatch size")
+    sweep.add_argument("--eval-size", type=int, default=4096,
+                       help="online: signals of the final summary (the first ones of the data)")
+    sweep.add_argument("--solver", default="active_set", choices=["active_set", "fista", "cd"],
+                       help="coding solver (fista is the accelerator workhorse)")
+    sweep.add_argument("--layout", default="members", choices=["members", "data"],
+                       help="split members over the devices (default) or the signals/minibatches")
+    sweep.add_argument("--member-batch", type=int, default=None,
+                       help="members trained at once per device (default: 1 on CPU, all on accelerators)")
+    sweep.add_argument("--memory-budget", default=None,
+                       help="device memory the sweep may use per device, e.g. 12GB (default: detected)")
+    sweep.add_argument("--dry-run", action="store_true",
+                       help="compile every bucket, print the predicted peak device memory, train nothing")
+    sweep.add_argument("--distributed", action="store_true",
+                       help="multi-host: call jax.distributed.initialize() first (arguments below, or "
+                       "detected from the cluster environment: SLURM, Open MPI, Cloud TPU)")
+    sweep.add_argument("--coordinator", default=None, help="with --distributed: host:port of process 0")
+    sweep.add_argument("--num-processes", type=int, default=None, help="with --distributed")
+    sweep.add_argument("--process-id", type=int, default=None, help="with --distributed")
     sweep.add_argument("--out", default="sweep_results", help="results folder (default sweep_results)")
     sweep.add_argument("--float64", action="store_true", help="train in float64")
     sweep.add_argument("--quiet", action="store_true", help="no progress output")

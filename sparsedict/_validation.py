@@ -5,9 +5,31 @@ expected shape. Value problems (NaN/inf, negative `lam`, zero-norm atoms) are ca
 `eqx.error_if` on the arrays that are actually used, so they raise eagerly and under `jax.jit`.
 """
 
+import contextlib
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
+
+_CHECKS = [True]
+
+
+@contextlib.contextmanager
+def unchecked():
+    """Trace without the value checks (for programs whose inputs were validated on the host).
+
+    A check's error branch runs on one device, so inside a program with arrays split over
+    devices (GSPMD) it would gather every checked array onto that device at every call.
+    """
+    _CHECKS.append(False)
+    try:
+        yield
+    finally:
+        _CHECKS.pop()
+
+
+def error_if(x, pred, msg):
+    return eqx.error_if(x, pred, msg) if _CHECKS[-1] else x
 
 
 def float_dtype(*arrays):
@@ -23,7 +45,7 @@ def float_dtype(*arrays):
 
 
 def check_finite(a, name):
-    return eqx.error_if(a, ~jnp.all(jnp.isfinite(a)), f"{name} contains NaN or inf")
+    return error_if(a, ~jnp.all(jnp.isfinite(a)), f"{name} contains NaN or inf")
 
 
 def signals(X, dtype, name="X"):
@@ -55,7 +77,7 @@ def dictionary(D, d, dtype, mask=None, name="D"):
     zero = jnp.sum(D * D, axis=-1) == 0
     if mask is not None:
         zero = zero & mask
-    D = eqx.error_if(
+    D = error_if(
         D, jnp.any(zero), f"{name} has a zero-norm atom that is not masked (pass atom_mask)"
     )
     return D, mask
@@ -85,8 +107,8 @@ def lam(value, batch_shape, dtype, name="lam"):
             f"{name} must be a scalar or have one value per signal, shape {tuple(batch_shape)}; "
             f"got shape {value.shape}"
         )
-    value = eqx.error_if(value, ~jnp.all(jnp.isfinite(value)), f"{name} must be finite")
-    value = eqx.error_if(value, jnp.any(value < 0), f"{name} must be >= 0")
+    value = error_if(value, ~jnp.all(jnp.isfinite(value)), f"{name} must be finite")
+    value = error_if(value, jnp.any(value < 0), f"{name} must be >= 0")
     return jnp.broadcast_to(value, batch_shape)
 
 
@@ -96,7 +118,7 @@ def codes(A, shape, dtype, name="codes"):
     if A.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got shape {A.shape}")
     A = check_finite(A.astype(dtype), name)
-    return eqx.error_if(A, jnp.any(A < 0), f"{name} must be nonnegative")
+    return error_if(A, jnp.any(A < 0), f"{name} must be nonnegative")
 
 
 def positive_int(value, name):

@@ -52,6 +52,7 @@ def test_padded_member_equals_unpadded(X, tmp_path):
 
 
 def test_one_compile_per_bucket(X):
+    _engine._COMPILED.clear()
     before = dict(_engine.TRACES)
     s = spec(widths=(2, 5, 6, 7), seeds=(0, 1), steps=2, chunk_size=2)
     assert sorted(s.grouped()) == [2, 8]
@@ -59,6 +60,8 @@ def test_one_compile_per_bucket(X):
     assert len(rows) == 8
     new = {key: n - before.get(key, 0) for key, n in _engine.TRACES.items() if n - before.get(key, 0)}
     assert new == {("chunk", 2): 1, ("chunk", 8): 1}  # 8 members, 2 buckets, 2 traces
+    sd.run_sweep(X, s, verbose=False)  # a rerun (or a run after a dry run) reuses the programs
+    assert sum(_engine.TRACES.values()) - sum(before.values()) == 2
 
 
 def test_rows_are_consistent(X):
@@ -100,24 +103,40 @@ def test_interrupted_sweep_resumes_without_losing_buckets(X, tmp_path, monkeypat
         sd.run_sweep(X, spec(widths=(2,)), out=str(tmp_path / "resumed"), verbose=False)
 
 
-def test_members_sharded_over_virtual_devices_match_one_device(X, tmp_path):
-    s = spec(widths=(2, 3, 4), seeds=(0,), steps=4, chunk_size=2, buckets="single")
+LAYOUTS = [("alternating", "members"), ("alternating", "data"), ("online", "members"), ("online", "data")]
+
+
+def layout_spec(learner, layout):
+    return sd.SweepSpec(widths=(2, 3, 4), seeds=(0,), lams=(LAM,), steps=4, chunk_size=2, buckets="single",
+                        learner=learner, layout=layout, batch_size=32, eval_size=64)
+
+
+def test_layouts_over_virtual_devices_match_one_device(X, tmp_path):
+    # members split over 4 devices, or signals (alternating) / minibatches (online) split over
+    # them with the statistics all-reduced: the same dictionaries as on one device.
     np.save(tmp_path / "X.npy", np.asarray(X))
     script = textwrap.dedent(
         f"""
         import numpy as np, jax, sparsedict as sd
+        from tests.test_sweep import LAYOUTS, layout_spec
         assert len(jax.devices()) == 4, jax.devices()
         X = np.load({str(tmp_path / "X.npy")!r})
-        sd.run_sweep(X, sd.SweepSpec(widths=(2, 3, 4), seeds=(0,), lams=({LAM},), steps=4,
-                     chunk_size=2, buckets="single"), out={str(tmp_path / "multi")!r}, verbose=False)
+        for learner, layout in LAYOUTS:
+            sd.run_sweep(X, layout_spec(learner, layout), out={str(tmp_path)!r} + f"/{{learner}}-{{layout}}",
+                         verbose=False)
         """
     )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=600)
-    sd.run_sweep(X, s, out=str(tmp_path / "one"), verbose=False)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=900)
     members = [(w, 0, LAM) for w in (2, 3, 4)]
-    for a, b in zip(dictionaries(str(tmp_path / "multi"), members), dictionaries(str(tmp_path / "one"), members)):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    for learner in ("alternating", "online"):
+        sd.run_sweep(X, layout_spec(learner, "members"), out=str(tmp_path / f"one-{learner}"), verbose=False)
+        one = dictionaries(str(tmp_path / f"one-{learner}"), members)
+        for layout in ("members", "data"):
+            many = dictionaries(str(tmp_path / f"{learner}-{layout}"), members)
+            for a, b in zip(many, one):
+                np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_cli_sweep_and_certify(X, tmp_path, capsys):
@@ -150,3 +169,74 @@ def test_cli_sweep_and_certify(X, tmp_path, capsys):
 def test_bad_spec(kw, message):
     with pytest.raises(ValueError, match=message):
         spec(**kw)
+
+
+def test_vmapped_members_equal_members_one_at_a_time(X):
+    s = spec(widths=(3, 5), seeds=(0, 1), buckets="single")
+    mapped = sd.run_sweep(X, s, verbose=False, member_batch=1)
+    vmapped = sd.run_sweep(X, s, verbose=False, member_batch=4)
+    for a, b in zip(mapped, vmapped):
+        np.testing.assert_allclose(a["objective"], b["objective"], rtol=1e-6)
+
+
+def test_memory_plan_splits_a_bucket_or_refuses(X, tmp_path):
+    s = spec(widths=(3, 5), seeds=(0, 1, 2), buckets="single")
+    _, _, plans = _engine.plan(X, s)
+    _, programs = plans[5]
+    assert programs.members == 6 and min(programs.peak_bytes.values()) > 0
+    whole = max(programs.peak_bytes.values())
+    # a budget just below the whole bucket's peak: the bucket runs in groups, same results
+    plan = sd.run_sweep(X, s, dry_run=True, memory_budget=whole - 1)
+    assert "group(s) of" in plan and "6 members in 1 group" not in plan
+    split = sd.run_sweep(X, s, out=str(tmp_path / "split"), verbose=False, memory_budget=whole - 1)
+    together = sd.run_sweep(X, s, verbose=False)
+    for a, b in zip(split, together):
+        np.testing.assert_allclose(a["objective"], b["objective"], rtol=1e-6)
+    assert sorted(os.listdir(tmp_path / "split")) == ["bucket_5.npz", "manifest.json", "results.csv"]
+    with pytest.raises(MemoryError, match="memory budget of .*learner='online'"):
+        sd.run_sweep(X, s, memory_budget=1000)
+
+
+def test_two_processes_with_jax_distributed_match_one(X, tmp_path):
+    # Two CPU processes joined by jax.distributed (the multi-host runtime), members split over
+    # their devices: the results of one process alone.
+    import socket
+
+    np.save(tmp_path / "X.npy", np.asarray(X))
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    common = ["sweep", "--data", str(tmp_path / "X.npy"), "--widths", "2,3", "--seeds", "0", "--steps", "4",
+              "--chunk-size", "2", "--layout", "members", "--quiet"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "sparsedict", *common, "--out", str(tmp_path / "two"), "--distributed",
+                          "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for i in range(2)
+    ]
+    for p in procs:
+        out, _ = p.communicate(timeout=900)
+        assert p.returncode == 0, out.decode()[-3000:]
+    from sparsedict._cli import main
+
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    members = [(w, 0, LAM) for w in (2, 3)]
+    for a, b in zip(dictionaries(str(tmp_path / "two"), members), dictionaries(str(tmp_path / "one"), members)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_online_sweep_streams_a_file_like_the_array(X, tmp_path):
+    path = tmp_path / "acts.npy"
+    np.save(path, np.asarray(X))
+    s = spec(widths=(3, 4), learner="online", batch_size=16, eval_size=48)
+    from_file = sd.run_sweep(str(path), s, verbose=False)
+    in_memory = sd.run_sweep(np.asarray(X), s, verbose=False)
+    for a, b in zip(from_file, in_memory):
+        assert a == b
+    bad = np.asarray(X).copy()
+    bad[50, 2] = np.nan
+    np.save(path, bad)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        sd.run_sweep(str(path), spec(widths=(3,), learner="online", batch_size=32, eval_size=16, steps=8), verbose=False)

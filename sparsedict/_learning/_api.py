@@ -1,6 +1,8 @@
 """Public entry points: `learn_dictionary` and `train_sae`."""
 
+import contextlib
 import functools
+import os
 
 import equinox as eqx
 import jax
@@ -10,7 +12,9 @@ import optax
 from jaxtyping import Array, ArrayLike, Float
 
 from .. import _validation as check
+from .. import streaming
 from .._coding._driver import default_tol, sparse_code
+from .._streaming_order import check_finite
 from ..optimality import OptimalityReport, residuals
 from ._alternating import Alternating
 from ._atoms import init_dictionary
@@ -85,19 +89,55 @@ def _prepare(X, k, lam, name="X"):
     return X, k, lam, dtype
 
 
-def _batches(n, batch_size, seed):
-    """Deterministic stream of minibatch indices: a fresh permutation of the data each epoch."""
+def _streamed(X):
+    """Whether `X` is read as a stream (a path, a list of paths, a source or a memory map)."""
+    paths = isinstance(X, (list, tuple)) and X and all(isinstance(p, (str, os.PathLike)) for p in X)
+    return isinstance(X, (str, os.PathLike, streaming.SignalSource, np.memmap)) or bool(paths)
 
-    def indices(step, count):
-        out = np.empty((count, batch_size), np.int64)
-        per_epoch = max(n // batch_size, 1)
-        for j in range(count):
-            epoch, pos = divmod(step + j, per_epoch)
-            perm = np.random.default_rng([seed, epoch]).permutation(n)
-            out[j] = np.resize(perm[pos * batch_size : (pos + 1) * batch_size], batch_size)
-        return out
 
-    return indices
+def _whole(X):
+    """In-memory signals: streamed input read whole (the alternating method needs all data)."""
+    if not _streamed(X):
+        return X
+    source = streaming.open_signals(X)
+    values = source.read(0, source.n)
+    check_finite(values, np.arange(source.n), source.name, "all signals")
+    return values
+
+
+def _open_data(X, k, lam, eval_size):
+    """`(source, X, X_eval, k, lam, dtype)` for the minibatch learners.
+
+    `source` feeds the minibatches; `X_eval` (on the device) is the first `eval_size` signals,
+    for the stopping test and the report; `X` is the data the result describes: all signals for
+    an in-memory array, `X_eval` for streamed input (nothing reads the whole stream).
+    """
+    if not _streamed(X):
+        X, k, lam, dtype = _prepare(X, k, lam)
+        return streaming.ArraySource(np.asarray(X), "X"), X, X[:eval_size], k, lam, dtype
+    source = streaming.open_signals(X)
+    dtype = jax.dtypes.canonicalize_dtype(np.promote_types(source.dtype, np.float32))
+    k = check.positive_int(k, "k")
+    lam = check.lam(lam, (), dtype)
+    m = min(check.positive_int(eval_size, "eval_size"), source.n)
+    rows = source.read(0, m)
+    check_finite(rows, np.arange(m), source.name, f"the evaluation signals 0 to {m - 1}")
+    X_eval = jnp.asarray(rows, dtype)
+    return source, X_eval, X_eval, k, lam, dtype
+
+
+def _initial_atoms(source, k, seed, dtype):
+    """`k` distinct signals drawn uniformly (O(k) memory), normalised, as `init_dictionary`."""
+    pick = np.random.default_rng(seed).choice(source.n, min(k, source.n), replace=False)
+    rows = source.take(pick)
+    check_finite(rows, pick, source.name, "the initial dictionary")
+    return init_dictionary(jnp.asarray(rows, dtype), k, jax.random.PRNGKey(seed))
+
+
+def _feed(source, batch_size, seed, chunk_size, max_steps, dtype, shuffle, prefetch):
+    """Chunks of `chunk_size` minibatches on the device, read ahead by `prefetch` chunks."""
+    batches = streaming.Minibatches(source, min(batch_size, source.n), seed, shuffle=shuffle, dtype=dtype)
+    return streaming.Prefetcher(batches, chunk_size, depth=prefetch, stop=max_steps)
 
 
 def _certifier(X_eval, lam, tol, code_tol, solver):
@@ -119,7 +159,7 @@ def _final_report(X, D, lam, code_tol, solver, eval_size):
 
 
 def learn_dictionary(
-    X: Float[ArrayLike, "n d"],
+    X: Float[ArrayLike, "n d"] | str | list[str] | streaming.SignalSource,
     k: int,
     lam: float,
     *,
@@ -136,16 +176,24 @@ def learn_dictionary(
     solver: str = "active_set",
     eval_size: int = 2048,
     checkpoint: str | None = None,
+    shuffle: streaming.Shuffle | None = None,
+    prefetch: int = 2,
     verbose: bool = False,
 ) -> LearnedDictionary:
     r"""Learn a unit-norm dictionary for $F(D, A) = \frac1n\sum_i \tfrac12\|x_i - a_iD\|^2 + \lambda\|a_i\|_1$.
 
     Arguments:
-        X: training signals (n, d) (a numpy array or memory map is streamed for `method="online"`).
+        X: training signals (n, d): an array, or streamed input (`method="online"`): the path of
+            a `.npy` file, a list or glob of `.npz`/`.safetensors` shards, a memory map or a
+            `sparsedict.streaming.SignalSource` (see the streaming guide).
+            `method="alternating"` reads streamed input whole into memory.
         k: number of atoms. lam: the L1 penalty (> 0).
         method: `"alternating"` (exact codes + exact block-coordinate atom updates on all data) or
             `"online"` (Mairal et al. minibatch learning with forgetting).
-        seed: initial atoms are `k` random normalised signals drawn with this seed (or `init`).
+        seed: the initial atoms (alternating: `k` random normalised signals; online: `k`
+            signals drawn without replacement by `numpy.random.default_rng(seed)`, normalised),
+            unless `init` is given; the online minibatch order
+            (`sparsedict.streaming.Shuffle`).
         max_steps: cap on training steps (one step = one pass of codes + atoms, or one minibatch).
         chunk_size: steps per compiled chunk; progress, checkpoints and the stopping test run
             between chunks.
@@ -159,21 +207,38 @@ def learn_dictionary(
             the alternating optimum on the recovery problem of tests/test_learning.py).
         revive: revive dead atoms along the free-atom direction (THEORY section 3).
         eval_size: signals of the final report (and of the online stopping test; the
-            alternating method's stopping test, first order only, uses all data).
-        checkpoint: path of an `.npz` file: saved after each chunk, resumed from if present.
+            alternating method's stopping test, first order only, uses all data). For streamed
+            input the returned `codes` and `objective` are those of these first `eval_size`
+            signals too; for an in-memory array they cover all signals.
+        checkpoint: path of an `.npz` file: saved after each chunk, resumed from if present. The
+            minibatches depend on `(seed, step)` only, so a resumed run ends as an uninterrupted one.
+        shuffle: the online minibatch order (default `Shuffle()`: a uniform permutation per epoch
+            up to 65,536 signals, block-wise beyond).
+        prefetch: chunks of minibatches read ahead in a background thread (0: none).
         verbose: print progress to stderr.
+
+    The online minibatches come from `sparsedict.streaming.Minibatches` for
+    in-memory and streamed input alike (the same seed gives the same result from an array and
+    from a file holding it); every signal is used once per epoch. This order and the online
+    initial atoms replaced earlier ones (a full permutation per epoch dropping the last partial
+    minibatch; atoms from a device permutation of all signals), so online results for a given
+    seed differ from those of sparsedict versions before streaming input.
     """
     if method not in ("alternating", "online"):
         raise ValueError(f"method must be 'alternating' or 'online', got {method!r}")
-    X_host = X
-    X, k, lam, dtype = _prepare(X, k, lam)
-    n = X.shape[0]
-    code_tol, stationarity_tol = _tolerances(dtype, code_tol, stationarity_tol)
     key = jax.random.PRNGKey(seed)
-    D0 = init_dictionary(X, k, key) if init is None else check.dictionary(init, X.shape[1], dtype)[0]
+    if method == "alternating":
+        X, k, lam, dtype = _prepare(_whole(X), k, lam)
+        D0 = init_dictionary(X, k, key) if init is None else None
+    else:
+        source, X, X_eval, k, lam, dtype = _open_data(X, k, lam, eval_size)
+        D0 = _initial_atoms(source, k, seed, dtype) if init is None else None
+    d = X.shape[1]
+    D0 = check.dictionary(init, d, dtype)[0] if init is not None else D0
     D0 = D0 / jnp.linalg.norm(D0, axis=-1, keepdims=True)
+    code_tol, stationarity_tol = _tolerances(dtype, code_tol, stationarity_tol)
     tol = jnp.asarray(code_tol, dtype)
-    certify = _certifier(X if method == "alternating" else X[:eval_size], lam, stationarity_tol, code_tol, solver)
+    certify = _certifier(X if method == "alternating" else X_eval, lam, stationarity_tol, code_tol, solver)
 
     def certify_state(state):
         done, worst = certify(state.D)
@@ -181,22 +246,22 @@ def learn_dictionary(
 
     if method == "alternating":
         learner = Alternating(solver=solver, revive=revive)
+        feed = contextlib.nullcontext()
 
         def run_chunk(state):
             return _full_data_chunk(learner, X, lam, tol, state, chunk_size)
     else:
         learner = Online(solver=solver, forgetting=forgetting, revive=revive)
-        stream = _batches(n, min(batch_size, n), seed)
-        X_np = np.asarray(X_host, dtype=dtype)
+        feed = _feed(source, batch_size, seed, chunk_size, max_steps, dtype, shuffle, prefetch)
 
         def run_chunk(state):
-            batches = jnp.asarray(X_np[stream(int(state.step), chunk_size)])
-            return _minibatch_chunk(learner, lam, tol, state, batches)
+            return _minibatch_chunk(learner, lam, tol, state, feed(int(state.step)))
 
-    state, history, done = run_chunks(
-        run_chunk, certify_state, learner.init(X, D0), max_steps=max_steps, chunk_size=chunk_size,
-        checkpoint=checkpoint, verbose=verbose, name=f"learn_dictionary[{method}]",
-    )
+    with feed:
+        state, history, done = run_chunks(
+            run_chunk, certify_state, learner.init(X, D0), max_steps=max_steps, chunk_size=chunk_size,
+            checkpoint=checkpoint, verbose=verbose, name=f"learn_dictionary[{method}]",
+        )
     D = state.D
     codes = sparse_code(X, D, lam, solver=solver, tol=code_tol, max_steps=5000).codes
     return LearnedDictionary(
@@ -207,7 +272,7 @@ def learn_dictionary(
 
 
 def train_sae(
-    X: Float[ArrayLike, "n d"],
+    X: Float[ArrayLike, "n d"] | str | list[str] | streaming.SignalSource,
     k: int,
     lam: float,
     *,
@@ -224,6 +289,8 @@ def train_sae(
     code_tol: float | None = None,
     eval_size: int = 2048,
     checkpoint: str | None = None,
+    shuffle: streaming.Shuffle | None = None,
+    prefetch: int = 2,
     verbose: bool = False,
 ) -> TrainedSAE:
     r"""Train a vanilla ReLU SAE with optax and analyse its decoder with exact codes.
@@ -236,33 +303,34 @@ def train_sae(
     stationarity residual (exact codes, on up to `eval_size` signals) is below
     `stationarity_tol`. The result reports the amortisation gap: the objective with encoder codes
     minus the objective with exact codes for the same decoder.
+
+    `X`, `seed`, `eval_size`, `checkpoint`, `shuffle` and `prefetch` are as in
+    [`learn_dictionary`][sparsedict.learn_dictionary] (online): `X` may be streamed (a path, shards
+    or a source), and the codes, objectives and amortisation gap are then those of the first
+    `eval_size` signals.
     """
-    X_host = X
-    X, k, lam, dtype = _prepare(X, k, lam)
-    n = X.shape[0]
+    source, X, X_eval, k, lam, dtype = _open_data(X, k, lam, eval_size)
     code_tol, stationarity_tol = _tolerances(dtype, code_tol, stationarity_tol)
     optimizer = _adam(float(learning_rate)) if optimizer is None else optimizer
     trainer = SAETrainer(optimizer=optimizer, norm=norm, decoder_bias=decoder_bias)
-    D0 = init_dictionary(X, k, jax.random.PRNGKey(seed))
-    stream = _batches(n, min(batch_size, n), seed)
-    X_np = np.asarray(X_host, dtype=dtype)
-    X_eval = X[: min(eval_size, n)]
+    D0 = _initial_atoms(source, k, seed, dtype)
+    feed = _feed(source, batch_size, seed, chunk_size, steps, dtype, shuffle, prefetch)
     certify = _certifier(X_eval, lam, stationarity_tol, code_tol, solver)
     tol = jnp.asarray(code_tol, dtype)
 
     def run_chunk(state):
-        batches = jnp.asarray(X_np[stream(int(state.step), chunk_size)])
-        return _minibatch_chunk(trainer, lam, tol, state, batches)
+        return _minibatch_chunk(trainer, lam, tol, state, feed(int(state.step)))
 
     def certify_state(state):
         D, _ = state.sae.dictionary_and_codes(X_eval[:1])
         done, worst = certify(D)
         return done, f"stationarity={worst:.2e}"
 
-    state, history, done = run_chunks(
-        run_chunk, certify_state, trainer.init(X, D0), max_steps=steps, chunk_size=chunk_size,
-        checkpoint=checkpoint, verbose=verbose, name="train_sae",
-    )
+    with feed:
+        state, history, done = run_chunks(
+            run_chunk, certify_state, trainer.init(X_eval, D0), max_steps=steps, chunk_size=chunk_size,
+            checkpoint=checkpoint, verbose=verbose, name="train_sae",
+        )
     sae = state.sae
     centered = X - sae.b_dec
     D, encoder_codes = sae.dictionary_and_codes(X)

@@ -37,17 +37,23 @@ def _load(path, like_state):
 
 
 def _concat(history, infos):
-    infos = StepInfo(*(np.asarray(v) for v in infos))
+    infos = StepInfo(*(np.asarray(v) for v in infos))  # host arrays
     if history is None:
         return infos
     return StepInfo(*(np.concatenate([h, i]) for h, i in zip(history, infos)))
 
 
-def run_chunks(chunk, certify, state, *, max_steps, chunk_size, checkpoint=None, verbose=True, name="train"):
-    """Run `chunk` until `certify` says done or `max_steps` steps; returns (state, history, done)."""
+def run_chunks(chunk, certify, state, *, max_steps, chunk_size, checkpoint=None, verbose=True, name="train",
+               place=None, fetch=None, save=True):
+    """Run `chunk` until `certify` says done or `max_steps` steps; returns (state, history, done).
+
+    Sharded states: `place` puts a loaded state on the devices, `fetch` brings one to the host;
+    with several hosts every host resumes from `checkpoint` and only the one with `save` writes it.
+    """
     history, steps = None, 0
     if checkpoint is not None and os.path.exists(checkpoint):
         state, history, steps = _load(checkpoint, state)
+        state = state if place is None else place(state)
         if verbose:
             print(f"[{name}] resumed from {checkpoint} at step {steps}", file=sys.stderr)
     done, message = (False, "")
@@ -57,9 +63,11 @@ def run_chunks(chunk, certify, state, *, max_steps, chunk_size, checkpoint=None,
     while not done and steps < max_steps:
         state, infos = chunk(state)
         steps += chunk_size
-        history = _concat(history, infos)
+        history = _concat(history, infos if fetch is None else fetch(infos))
         if checkpoint is not None:
-            _save(checkpoint, state, history, steps)
+            host_state = (fetch or jax.device_get)(state)  # on every host: may be a collective
+            if save:
+                _save(checkpoint, host_state, history, steps)
         done, message = certify(state)
         if verbose:
             elapsed = time.perf_counter() - start

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from .._coding._driver import sparse_code
 from ._atoms import revive_dead_atoms, update_atoms
@@ -28,6 +28,7 @@ class OnlineState(NamedTuple):
     D: Float[Array, "k d"]
     AtA: Float[Array, "k k"]
     AtX: Float[Array, "k d"]
+    atom_mask: Bool[Array, " k"]  # False on padding (width sweeps)
     step: Int[Array, ""]
 
 
@@ -38,12 +39,19 @@ class Online(eqx.Module):
     atom_sweeps: int = 1
     revive: bool = True
 
-    def init(self, X, D):
+    def init(self, X, D, atom_mask=None):
         k, d = D.shape
-        return OnlineState(D=D, AtA=jnp.zeros((k, k), D.dtype), AtX=jnp.zeros((k, d), D.dtype), step=jnp.int32(0))
+        mask = jnp.ones(k, bool) if atom_mask is None else atom_mask
+        return OnlineState(
+            D=jnp.where(mask[:, None], D, 0.0), AtA=jnp.zeros((k, k), D.dtype),
+            AtX=jnp.zeros((k, d), D.dtype), atom_mask=mask, step=jnp.int32(0),
+        )
 
     def step(self, batch, lam, tol, state):
-        coded = sparse_code(batch, state.D, lam, solver=self.solver, tol=tol, max_steps=self.code_max_steps)
+        mask = state.atom_mask
+        coded = sparse_code(
+            batch, state.D, lam, solver=self.solver, tol=tol, max_steps=self.code_max_steps, atom_mask=mask
+        )
         A = jax.lax.stop_gradient(coded.codes)
         t = (state.step + 1).astype(batch.dtype)
         beta = (1.0 - 1.0 / t) ** self.forgetting
@@ -52,6 +60,7 @@ class Online(eqx.Module):
         AtX = beta * state.AtX + A.T @ batch / b
         D = state.D
         if self.revive:
-            D, _ = revive_dead_atoms(D, batch - A @ D, jnp.diagonal(AtA), lam)
-        D = update_atoms(D, AtA, AtX, sweeps=self.atom_sweeps)
-        return OnlineState(D=D, AtA=AtA, AtX=AtX, step=state.step + 1), step_info(batch, D, A, lam)
+            D, _ = revive_dead_atoms(D, batch - A @ D, jnp.diagonal(AtA), lam, mask)
+        D = update_atoms(D, AtA, AtX, mask, sweeps=self.atom_sweeps)
+        new = OnlineState(D=D, AtA=AtA, AtX=AtX, atom_mask=mask, step=state.step + 1)
+        return new, step_info(batch, D, A, lam, mask)

@@ -1,167 +1,289 @@
-r"""The sweep engine: every member of a width bucket trained by one vmapped, compiled program.
+r"""The sweep engine: every member of a width bucket trained by one compiled program.
 
-A member (width $w$, seed, $\lambda$) is the alternating learner written for one dictionary,
-padded to the bucket's width $W \ge w$ with an atom mask: padded atoms are zero rows, get zero
-codes, never enter a dual check and are never updated or revived, so a padded member follows the
-same trajectory as the unpadded one. Members are sharded over all devices JAX sees (mesh axis
-`"members"`), the data replicated; the same code runs on one CPU, one GPU or many devices.
+A member (width $w$, seed, $\lambda$) is a learner written for one dictionary, padded to the
+bucket's width $W \ge w$ with an atom mask: padded atoms are zero rows, get zero codes, never enter
+a dual check and are never updated or revived, so a padded member follows the same trajectory as
+the unpadded one. The bucket's programs are compiled once, ahead of time, from shapes; their
+predicted peak memory decides how many members run at once (`_memory.py`). Devices are laid out
+by `spec.layout` (`_layout.py`).
 """
 
 import collections
-import math
 import sys
 import time
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .._coding._driver import default_tol, sparse_code
+from .._coding._driver import default_tol
 from .._learning._alternating import Alternating
-from .._learning._atoms import init_dictionary
-from .._learning._chunks import scan_full_data
 from .._learning._loop import run_chunks
-from ..optimality import residuals
+from .._learning._online import Online
+from ..streaming import Minibatches, Prefetcher, open_signals
 from ..wide_limit import bound as wide_limit_bound
+from . import _programs
+from ._layout import check_divisible, global_array, make_layout, to_host
+from ._memory import device_budget, gib, peak, plan_bucket
 from ._store import ResultStore
 
-# Traces of the bucket programs (a test checks: one per bucket, never one per member).
-TRACES = collections.Counter()
+TRACES = _programs.TRACES  # traces of the training chunks, by (kind, bucket width)
 
 
-def _init_member(learner, X, width, seed, padded_width):
-    D = init_dictionary(X, padded_width, jax.random.PRNGKey(seed))
-    return learner.init(X, D, jnp.arange(padded_width) < width)
+class _Data:
+    """The sweep's view of the signals: device arrays for init/eval, streamed minibatches (online).
+
+    The alternating learner needs all signals on the devices; the online learner reads only its
+    minibatches (deterministic order, see `sparsedict.streaming`), the initialisation rows and the
+    first `eval_size` rows, so `X` may be a file or a source larger than memory.
+    """
+
+    def __init__(self, X, spec, layout):
+        self.spec, self.layout = spec, layout
+        self.source = open_signals(X)
+        n, self.d = self.source.shape
+        self.dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(self.source.dtype))
+        if spec.learner == "alternating":
+            check_divisible(n, layout, "the number of signals n")
+            self.init_rows = self.eval_rows = n
+        else:
+            check_divisible(spec.batch_size, layout, "batch_size")
+            self.eval_rows = _round_down(min(spec.eval_size, n), layout.data_devices)
+            self.init_rows = None  # per bucket: enough rows to initialise W atoms
+            self.stream = Minibatches(self.source, spec.batch_size, seed=0, dtype=self.dtype)
+            self._prefetch = None
+        self._device = {}
+
+    def host_rows(self, count):
+        rows = self.source.read(0, count)
+        if not np.all(np.isfinite(rows)):
+            raise ValueError(f"{self.source.name} contains NaN or inf in its first {count} rows")
+        return rows.astype(self.dtype, copy=False)
+
+    def rows(self, count):
+        """The first `count` signals as a global array split over the "data" axis (cached)."""
+        if count not in self._device:
+            self._device[count] = global_array(self.host_rows(count), self.layout.sharding("data"))
+        return self._device[count]
+
+    def init_count(self, padded_width):
+        if self.init_rows is not None:
+            return self.init_rows
+        n = self.source.n
+        return _round_down(min(n, max(self.eval_rows, 4 * padded_width)), self.layout.data_devices)
+
+    def batches(self, step, count):
+        """(count, batch, d) minibatches for steps `step..step+count-1`: the same on every run.
+
+        With one host the next chunks are read and put on the devices in a background thread
+        while the current chunk trains; with several, every host reads its own slices.
+        """
+        sharding = self.layout.sharding(None, "data")
+        if jax.process_count() > 1:
+            return global_array(self.stream.batches(step, count), sharding)
+        if self._prefetch is None:
+            self._prefetch = Prefetcher(self.stream, count, device=sharding, stop=self.spec.steps)
+        return self._prefetch(step)
+
+    def close(self):
+        if getattr(self, "_prefetch", None) is not None:
+            self._prefetch.close()
 
 
-@eqx.filter_jit
-def _init_bucket(learner, X, widths, seeds, padded_width):
-    return jax.vmap(_init_member, in_axes=(None, None, 0, 0, None))(learner, X, widths, seeds, padded_width)
+def _round_down(count, multiple):
+    return max(multiple, count - count % multiple)
 
 
-@eqx.filter_jit
-def _bucket_chunk(learner, X, lams, tol, states, length):
-    TRACES["chunk", states.D.shape[1]] += 1
-    states, infos = jax.vmap(scan_full_data, in_axes=(None, None, 0, None, 0, None))(
-        learner, X, lams, tol, states, length
+def _learner(spec):
+    if spec.learner == "online":
+        return Online(solver=spec.solver)
+    return Alternating(solver=spec.solver)
+
+
+_COMPILED = collections.OrderedDict()  # recent bucket programs: a rerun or a run after a dry run reuses them
+
+
+def compile_programs(data, spec, layout, padded_width, members, member_batch):
+    key = (
+        spec.learner, spec.solver, spec.chunk_size, spec.batch_size, spec.stationarity_tol > 0, data.d,
+        str(data.dtype), data.init_count(padded_width), data.eval_rows, layout.kind,
+        tuple(layout.mesh.devices.flat), padded_width, members, member_batch,
     )
-    return states, jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), infos)  # (steps, members)
+    if key not in _COMPILED:
+        _COMPILED[key] = _compile_programs(data, spec, layout, padded_width, members, member_batch)
+        while len(_COMPILED) > 32:
+            _COMPILED.popitem(last=False)
+    _COMPILED.move_to_end(key)
+    return _COMPILED[key]
 
 
-def _member_summary(X, lam, tol, state, max_steps):
-    coded = sparse_code(X, state.D, lam, init=state.codes, atom_mask=state.atom_mask, tol=tol, max_steps=max_steps)
-    A = coded.codes
-    report = residuals(X, state.D, A, lam, atom_mask=state.atom_mask)
-    R = X - A @ state.D
-    centred = X - jnp.mean(X, axis=0)
-    block = report.atoms.block_ratio
-    return dict(
-        objective=report.objective,
-        mean_l0=jnp.mean(jnp.sum(A > 0, axis=-1).astype(X.dtype)),
-        dead_atoms=jnp.sum(report.atoms.dead),
-        explained_variance=1.0 - jnp.sum(R * R) / jnp.sum(centred * centred),
-        max_relative_constraint=jnp.max(report.atoms.relative_constraint),
-        max_block_ratio=jnp.max(jnp.where(report.atoms.masked, 0.0, block)),
-        free_atom_ratio=report.free_atom.ratio,
-        max_relative_gap=jnp.max(coded.relative_gap),
-        stationarity=report.stationary_residual,
-        atom_relative_constraint=jnp.where(report.atoms.masked, jnp.nan, report.atoms.relative_constraint),
+def _compile_programs(data, spec, layout, padded_width, members, member_batch):
+    batch_shape = None if spec.learner == "alternating" else (spec.chunk_size, spec.batch_size, data.d)
+    shape = lambda rows: jax.ShapeDtypeStruct((rows, data.d), data.dtype)
+    return _programs.compile_bucket(
+        _learner(spec), layout, members=members, padded_width=padded_width,
+        X_init=shape(data.init_count(padded_width)), X_eval=shape(data.eval_rows), batch_shape=batch_shape,
+        chunk_size=spec.chunk_size, dtype=data.dtype, with_stationarity=spec.stationarity_tol > 0,
+        member_batch=member_batch,
     )
 
 
-def _member_stationarity(X, lam, tol, state, max_steps):
-    """The first-order certified residual alone (cheap: the per-chunk stopping test)."""
-    coded = sparse_code(X, state.D, lam, init=state.codes, atom_mask=state.atom_mask, tol=tol, max_steps=max_steps)
-    return residuals(X, state.D, coded.codes, lam, atom_mask=state.atom_mask, second_order=False).stationary_residual
+def run_group(data, group, padded_width, spec, layout, programs, *, checkpoint=None, verbose=True, label=""):
+    """Train one group of members of a bucket with its compiled programs; returns (rows, D, per-atom)."""
+    m = len(group)
+    order = list(range(m)) + [m - 1] * (programs.members - m)  # pad with copies of the last member
+    by_member = layout.sharding("members")
+    column = lambda j, dt: global_array(np.array([group[i][j] for i in order], dt), by_member)
+    widths, seeds, lams = column(0, np.int32), column(1, np.int32), column(2, data.dtype)
+    tol = jnp.asarray(default_tol(data.dtype) if spec.code_tol is None else spec.code_tol, data.dtype)
+    states = programs.init(data.rows(data.init_count(padded_width)), widths, seeds)
+    X_eval = data.rows(data.eval_rows)
 
-
-@eqx.filter_jit
-def _bucket_stationarity(X, lams, tol, states, max_steps):
-    return jax.vmap(_member_stationarity, in_axes=(None, 0, None, 0, None))(X, lams, tol, states, max_steps)
-
-
-@eqx.filter_jit
-def _bucket_summary(X, lams, tol, states, max_steps):
-    return jax.vmap(_member_summary, in_axes=(None, 0, None, 0, None))(X, lams, tol, states, max_steps)
-
-
-def _mesh():
-    return Mesh(np.array(jax.devices()), ("members",))
-
-
-def run_bucket(X, members, padded_width, spec, *, checkpoint=None, verbose=True, label=""):
-    """Train the members of one bucket together; returns (rows, dictionaries (m, W, d))."""
-    mesh = _mesh()
-    n_dev = mesh.devices.size
-    m = len(members)
-    padded_m = math.ceil(m / n_dev) * n_dev  # members padded to a multiple of the device count
-    order = list(range(m)) + [m - 1] * (padded_m - m)
-    by_member = NamedSharding(mesh, PartitionSpec("members"))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    widths = jax.device_put(np.array([members[i][0] for i in order], np.int32), by_member)
-    seeds = jax.device_put(np.array([members[i][1] for i in order], np.int32), by_member)
-    lams = jax.device_put(np.array([members[i][2] for i in order], X.dtype), by_member)
-    X = jax.device_put(X, replicated)
-    tol = jnp.asarray(default_tol(X.dtype) if spec.code_tol is None else spec.code_tol, X.dtype)
-    learner = Alternating(solver=spec.solver)
-    states = _init_bucket(learner, X, widths, seeds, padded_width)
-    max_code_steps = 5000
-
-    def chunk(states):
-        return _bucket_chunk(learner, X, lams, tol, states, spec.chunk_size)
+    if spec.learner == "alternating":
+        def chunk(states):
+            return programs.chunk(X_eval, lams, tol, states)
+    else:
+        def chunk(states):
+            step = int(to_host(states.step)[0])
+            return programs.chunk(lams, tol, states, data.batches(step, spec.chunk_size))
 
     def certify(states):
-        if spec.stationarity_tol <= 0:  # no early stop asked: skip the per-chunk certificate
+        if programs.stationarity is None:  # no early stop asked: skip the per-chunk certificate
             return False, label
-        worst = float(jnp.max(_bucket_stationarity(X, lams, tol, states, max_code_steps)[:m]))
+        worst = float(np.max(to_host(programs.stationarity(X_eval, lams, tol, states))[:m]))
         return worst <= spec.stationarity_tol, f"{label} worst stationarity={worst:.2e}"
 
-    states, history, _ = run_chunks(
+    shardings = jax.tree_util.tree_map(lambda a: a.sharding, states)
+    place = lambda loaded: jax.tree_util.tree_map(lambda a, sh: global_array(np.asarray(a), sh), loaded, shardings)
+    states, _, _ = run_chunks(
         chunk, certify, states, max_steps=spec.steps, chunk_size=spec.chunk_size,
         checkpoint=checkpoint, verbose=verbose, name=f"sweep W={padded_width}",
+        place=place, fetch=to_host, save=jax.process_index() == 0,
     )
-    summary = jax.device_get(_bucket_summary(X, lams, tol, states, max_code_steps))
-    D = np.asarray(jax.device_get(states.D))
+    summary = to_host(programs.summary(X_eval, lams, tol, states))
+    D, steps = to_host((states.D, states.step))
     per_atom = np.asarray(summary.pop("atom_relative_constraint"))[:m]
+    X_host = np.asarray(data.host_rows(data.eval_rows), np.float64)
     rows = []
-    for i, (width, seed, lam) in enumerate(members):
-        bound = float(wide_limit_bound(np.asarray(X), lam))
-        row = dict(width=width, seed=seed, lam=lam, bound=bound, steps=int(states.step[i]))
+    for i, (width, seed, lam) in enumerate(group):
+        bound = float(wide_limit_bound(X_host, lam))
+        row = dict(width=width, seed=seed, lam=lam, bound=bound, steps=int(steps[i]))
         row.update({key: float(np.asarray(v)[i]) for key, v in summary.items() if key != "stationarity"})
         row["gap_to_bound"] = row["objective"] - bound
         rows.append(row)
     return rows, D[:m], per_atom
 
 
-def run_sweep(X, spec, out=None, *, verbose=True):
+def plan(X, spec, *, devices=None, member_batch=None, memory_budget=None):
+    """Compile every bucket's programs (nothing runs) and predict its peak device memory.
+
+    Returns `(layout, budget, {bucket width: (members, programs)})`; a bucket that would not fit
+    in the budget is split into groups of `programs.members` members; one that cannot fit even
+    with one member per device raises `MemoryError` with what to change.
+    """
+    layout = make_layout(spec.layout, devices)
+    data = _Data(X, spec, layout)
+    budget = device_budget(layout, memory_budget)
+    if member_batch is None:  # accelerators train a group's members at once, CPUs one at a time
+        member_batch = 1 if layout.mesh.devices.flat[0].platform == "cpu" else 1 << 30
+    plans = {}
+    for padded_width, members in spec.grouped().items():
+        label = f"bucket W={padded_width} ({len(members)} members)"
+        compile_for = lambda count, W=padded_width: compile_programs(data, spec, layout, W, count, member_batch)
+        plans[padded_width] = (members, plan_bucket(compile_for, len(members), layout, budget, label))
+    return data, budget, plans
+
+
+def describe_plan(budget, plans) -> str:
+    lines = [f"memory budget per device: {gib(budget)}"]
+    for W, (members, programs) in plans.items():
+        groups = -(-len(members) // programs.members)
+        parts = ", ".join(f"{k} {gib(v)}" for k, v in programs.peak_bytes.items())
+        lines.append(
+            f"bucket W={W}: {len(members)} members in {groups} group(s) of {programs.members}; "
+            f"predicted peak {gib(peak(programs))} per device ({parts})"
+        )
+    return "\n".join(lines)
+
+
+def run_sweep(X, spec, out=None, *, verbose=True, devices=None, member_batch=None, memory_budget=None,
+              dry_run=False):
     """Run every bucket of `spec` on data `X` (n, d); results are saved in `out` as they finish.
 
-    Returns the list of result rows (one dict per member, see `sparsedict._sweep._store.COLUMNS`).
-    With `out` set, an interrupted sweep resumes: finished buckets are skipped and the bucket in
-    progress restarts from its last chunk.
+    Arguments:
+        X: signals (n, d): an array, or (online learner: only minibatches are read) a memory map,
+            a `.npy` path, `.npz`/`.safetensors` shards or a `sparsedict.streaming` source.
+        spec: a [`SweepSpec`][sparsedict.SweepSpec].
+        out: results folder (see `sparsedict._sweep._store`); None keeps results in memory only.
+        devices: devices to lay the sweep out on (default: all of `jax.devices()`, every host's
+            after `jax.distributed.initialize()`).
+        member_batch: members trained at once (vmapped) per device; the rest of a bucket run one
+            after another inside the same program. Default: all on accelerators, 1 on CPU (a
+            vmapped batch's working set outgrows the caches and every signal of every member waits
+            for the slowest solve, so one at a time is faster there).
+        memory_budget: bytes per device the sweep may use (default: detected, see `_memory.py`).
+        dry_run: compile every program, print the predicted peak memory, train nothing.
+
+    Returns the list of result rows (one dict per member, see `sparsedict._sweep._store.COLUMNS`),
+    or the plan's description with `dry_run`. With `out` set, an interrupted sweep resumes:
+    finished buckets are skipped and the bucket in progress restarts from its last chunk.
     """
-    X = jnp.asarray(X)
-    store = ResultStore(out, spec) if out is not None else None
-    groups = spec.grouped()
+    if isinstance(X, jax.Array):
+        X = np.asarray(X)
+    if spec.learner == "alternating":
+        X = open_signals(X)
+        X = X.read(0, X.n)  # all signals on the devices
+        if not np.all(np.isfinite(X)):  # the compiled programs run unchecked (see _programs)
+            raise ValueError("X contains NaN or inf")
+    data, budget, plans = plan(X, spec, devices=devices, member_batch=member_batch, memory_budget=memory_budget)
+    verbose = verbose and jax.process_index() == 0
+    if dry_run:
+        return describe_plan(budget, plans)
+    # Every host trains and resumes from `out` (a shared filesystem); the first one writes.
+    store = ResultStore(out, spec, write=jax.process_index() == 0) if out is not None else None
     rows = [] if store is None else store.rows()
+    try:
+        _run_buckets(data, spec, plans, store, rows, verbose)
+    finally:
+        data.close()
+    return sorted(rows, key=lambda r: (r["lam"], r["width"], r["seed"]))
+
+
+def _run_buckets(data, spec, plans, store, rows, verbose):
     start = time.perf_counter()
-    for b, (padded_width, members) in enumerate(groups.items()):
-        label = f"bucket {b + 1}/{len(groups)} (W={padded_width}, {len(members)} members)"
+    for b, (padded_width, (members, programs)) in enumerate(plans.items()):
+        label = f"bucket {b + 1}/{len(plans)} (W={padded_width}, {len(members)} members)"
         if store is not None and store.finished(padded_width):
             if verbose:
                 print(f"[sweep] {label}: already finished, skipped", file=sys.stderr)
             continue
-        checkpoint = None if store is None else store.state_path(padded_width)
-        bucket_rows, dictionaries, per_atom = run_bucket(
-            X, members, padded_width, spec, checkpoint=checkpoint, verbose=verbose, label=label
-        )
+        bucket = run_bucket(data, members, padded_width, spec, data.layout, programs,
+                            store=store, verbose=verbose, label=label)
         if store is not None:
-            store.save_bucket(padded_width, bucket_rows, dictionaries, per_atom)
-        rows.extend(bucket_rows)
+            store.save_bucket(padded_width, *bucket)
+        rows.extend(bucket[0])
         if verbose:
-            done = sum(len(g) for w, g in groups.items() if w <= padded_width)
+            done = sum(len(m) for w, (m, _) in plans.items() if w <= padded_width)
             elapsed = time.perf_counter() - start
             print(f"[sweep] {label} done: {done}/{len(spec.members())} members, {elapsed:.1f} s", file=sys.stderr)
-    return sorted(rows, key=lambda r: (r["lam"], r["width"], r["seed"]))
+
+
+def run_bucket(data, members, padded_width, spec, layout, programs, *, store=None, verbose=True, label=""):
+    """All members of one bucket, in groups of `programs.members`; returns (rows, D, per-atom)."""
+    size = programs.members
+    groups = [members[i : i + size] for i in range(0, len(members), size)]
+    parts = []
+    for j, group in enumerate(groups):
+        finished = None if store is None else store.load_group(padded_width, j)
+        if finished is not None:  # resumed: this group finished before the interruption
+            parts.append(finished)
+            continue
+        checkpoint = None if store is None else store.state_path(padded_width, j)
+        name = label if len(groups) == 1 else f"{label} group {j + 1}/{len(groups)}"
+        parts.append(run_group(data, group, padded_width, spec, layout, programs,
+                               checkpoint=checkpoint, verbose=verbose, label=name))
+        if store is not None and len(groups) > 1:
+            store.save_group(padded_width, j, *parts[-1])
+    rows = [r for p in parts for r in p[0]]
+    return rows, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+

@@ -13,13 +13,22 @@ class SweepSpec:
         widths: dictionary widths (numbers of atoms).
         seeds: initialisation seeds.
         lams: L1 penalties.
-        steps: training steps per member (alternating minimisation passes).
+        steps: training steps per member (alternating passes over all data, or online minibatches).
         chunk_size: steps per compiled chunk (progress and checkpoints between chunks).
         buckets: `"pow2"` pads each width to the next power of two (padding waste < 2x, one compile
             per power of two) or `"single"` pads every width to the largest (one compile).
         stationarity_tol: a bucket stops early once every member's certified residual is below it.
         code_tol: relative duality-gap tolerance of the code solves (None: dtype default).
         solver: coding solver.
+        learner: `"alternating"` (exact codes of all data each step; the data and the codes of
+            every member live on the devices) or `"online"` (minibatches streamed from the host,
+            Mairal et al.; memory independent of the number of signals; the summary uses the
+            first `eval_size` signals).
+        batch_size: minibatch size of the online learner (all members see the same batches).
+        eval_size: signals of the online learner's summary and stopping test.
+        layout: `"members"` shards members over the devices (data replicated), `"data"` shards
+            the signals (alternating) or each minibatch (online) over the devices, every device
+            holding every member; sufficient statistics are reduced across devices.
     """
 
     widths: tuple[int, ...] = (8, 16, 32, 64, 128)
@@ -31,6 +40,10 @@ class SweepSpec:
     stationarity_tol: float = 0.0
     code_tol: float | None = None
     solver: str = "active_set"
+    learner: str = "alternating"
+    batch_size: int = 1024
+    eval_size: int = 4096
+    layout: str = "members"
 
     def __post_init__(self):
         for name in ("widths", "seeds", "lams"):
@@ -46,6 +59,12 @@ class SweepSpec:
             raise ValueError(f"buckets must be 'pow2' or 'single', got {self.buckets!r}")
         if self.steps < 1 or self.chunk_size < 1:
             raise ValueError("steps and chunk_size must be >= 1")
+        if self.learner not in ("alternating", "online"):
+            raise ValueError(f"learner must be 'alternating' or 'online', got {self.learner!r}")
+        if self.layout not in ("members", "data"):
+            raise ValueError(f"layout must be 'members' or 'data', got {self.layout!r}")
+        if self.batch_size < 1 or self.eval_size < 1:
+            raise ValueError("batch_size and eval_size must be >= 1")
 
     def members(self):
         """All (width, seed, lam), widths ascending."""

@@ -4,7 +4,9 @@
     results.csv            one row per finished member
     bucket_<W>.npz         dictionaries (members, W, d), per-atom stationarity residuals
                            (members, W; NaN on padding), widths, seeds, lams of bucket W
-    bucket_<W>.state.npz   checkpoint of an unfinished bucket (removed when it finishes)
+    bucket_<W>.g<j>.state.npz   checkpoint of group j of an unfinished bucket
+    bucket_<W>.g<j>.npz    a finished group of a bucket split to fit in memory
+                           (both removed when the bucket finishes)
 
 A bucket is written atomically when it finishes; an interrupted sweep resumes from the finished
 buckets and from the last chunk of the bucket in progress.
@@ -26,9 +28,10 @@ COLUMNS = [
 
 
 class ResultStore:
-    def __init__(self, folder, spec):
-        self.folder = folder
-        os.makedirs(folder, exist_ok=True)
+    def __init__(self, folder, spec, write=True):
+        self.folder, self.write = folder, write
+        if write:
+            os.makedirs(folder, exist_ok=True)
         self.manifest_path = os.path.join(folder, "manifest.json")
         if os.path.exists(self.manifest_path):
             with open(self.manifest_path) as f:
@@ -51,6 +54,8 @@ class ResultStore:
             self._write_manifest()
 
     def _write_manifest(self):
+        if not self.write:
+            return
         tmp = self.manifest_path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(self.manifest, f, indent=2)
@@ -59,10 +64,35 @@ class ResultStore:
     def finished(self, bucket):
         return int(bucket) in self.manifest["finished_buckets"]
 
-    def state_path(self, bucket):
-        return os.path.join(self.folder, f"bucket_{bucket}.state.npz")
+    def state_path(self, bucket, group=0):
+        return os.path.join(self.folder, f"bucket_{bucket}.g{group}.state.npz")
+
+    def _group_path(self, bucket, group):
+        return os.path.join(self.folder, f"bucket_{bucket}.g{group}.npz")
+
+    def save_group(self, bucket, group, rows, dictionaries, atom_relative_constraint):
+        """A finished group of members of a bucket that runs in several groups."""
+        if not self.write:
+            return
+        path = self._group_path(bucket, group)
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, dictionaries=dictionaries, atom_relative_constraint=atom_relative_constraint,
+                 rows=np.array(json.dumps(rows)))
+        os.replace(tmp, path)
+        if os.path.exists(self.state_path(bucket, group)):
+            os.remove(self.state_path(bucket, group))
+
+    def load_group(self, bucket, group):
+        path = self._group_path(bucket, group)
+        if not os.path.exists(path):
+            return None
+        with np.load(path) as data:
+            return json.loads(str(data["rows"])), data["dictionaries"], data["atom_relative_constraint"]
 
     def save_bucket(self, bucket, rows, dictionaries, atom_relative_constraint):
+        self.manifest["finished_buckets"].append(int(bucket))
+        if not self.write:
+            return
         path = os.path.join(self.folder, f"bucket_{bucket}.npz")
         tmp = path + ".tmp.npz"
         columns = {c: np.array([r[c] for r in rows]) for c in ("width", "seed", "lam")}
@@ -75,10 +105,11 @@ class ResultStore:
             if new:
                 writer.writeheader()
             writer.writerows(rows)
-        self.manifest["finished_buckets"].append(int(bucket))
         self._write_manifest()
-        if os.path.exists(self.state_path(bucket)):
-            os.remove(self.state_path(bucket))
+        prefix = f"bucket_{bucket}.g"
+        for name in os.listdir(self.folder):  # group results and checkpoints are now in the bucket
+            if name.startswith(prefix):
+                os.remove(os.path.join(self.folder, name))
 
     def per_atom(self):
         """[(width, seed, lam, per-atom relative constraint residuals)] of the finished members."""

@@ -1,6 +1,5 @@
 """Argument checks for the optimality and wide-limit entry points (on top of `_validation`)."""
 
-import equinox as eqx
 import jax.numpy as jnp
 
 from .. import _validation as check
@@ -17,14 +16,14 @@ def weights(w, n, dtype, name="weights"):
     if w.shape != (n,):
         raise ValueError(f"{name} must have one value per signal, shape ({n},), got {w.shape}")
     w = check.check_finite(w.astype(dtype), name)
-    w = eqx.error_if(w, jnp.any(w < 0), f"{name} must be nonnegative")
-    return eqx.error_if(w, jnp.sum(w) <= 0, f"{name} must have a positive sum")
+    w = check.error_if(w, jnp.any(w < 0), f"{name} must be nonnegative")
+    return check.error_if(w, jnp.sum(w) <= 0, f"{name} must have a positive sum")
 
 
 def positive_lam(lam, dtype, name="lam"):
     """A scalar `lam > 0` (the residuals divide by it)."""
     lam = check.lam(lam, (), dtype, name)
-    return eqx.error_if(lam, lam <= 0, f"{name} must be > 0 for optimality residuals")
+    return check.error_if(lam, lam <= 0, f"{name} must be > 0 for optimality residuals")
 
 
 def unit_atoms(D, mask, name="D"):
@@ -33,7 +32,7 @@ def unit_atoms(D, mask, name="D"):
     off = jnp.abs(jnp.linalg.norm(D, axis=-1) - 1.0) > _UNIT_NORM_EPS * eps * D.shape[-1]
     if mask is not None:
         off = off & mask
-    return eqx.error_if(
+    return check.error_if(
         D,
         jnp.any(off),
         f"{name} has atoms whose norm is not 1 (the theory assumes unit-norm atoms); "

@@ -1,0 +1,211 @@
+r"""The compiled programs of one width bucket, compiled ahead of time with their memory predicted.
+
+A bucket runs `m` members (width $w \le W$, seed, $\lambda$) of one learner, vmapped and padded
+to the bucket width $W$ with an atom mask. Its programs (initialisation, a training chunk, the
+per-chunk stopping test, the final summary) are lowered from shapes alone and compiled once; the
+compiler's memory analysis (arguments + outputs + temporaries - donated buffers, per device)
+predicts the peak before anything runs, and the same executables then run every group of members
+of the bucket.
+"""
+
+import collections
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from .. import _validation
+from .._coding._driver import sparse_code
+from .._learning._atoms import init_dictionary
+from .._learning._chunks import scan_full_data, scan_minibatches
+from ..optimality import residuals
+from ._layout import Layout
+
+# Traces of the training-chunk programs (a test checks: one per bucket, never one per member).
+TRACES = collections.Counter()
+MAX_CODE_STEPS = 5000
+
+
+def _init_member(learner, X, width, seed, padded_width):
+    D = init_dictionary(X, padded_width, jax.random.PRNGKey(seed))
+    return learner.init(X, D, jnp.arange(padded_width) < width)
+
+
+def init_bucket(learner, X, widths, seeds, padded_width):
+    return jax.vmap(_init_member, in_axes=(None, None, 0, 0, None))(learner, X, widths, seeds, padded_width)
+
+
+def _steps_first(infos):
+    return jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), infos)  # (steps, members)
+
+
+def over_members(fn, member_batch, *xs):
+    """`fn` on every member of `xs` (leading axis: members of this device).
+
+    `member_batch` members are vmapped together and the batches run one after another
+    (`lax.map`), so a CPU can train members one at a time (the working set of one member, as a
+    loop over widths would) while an accelerator trains all of them at once.
+    """
+    return jax.lax.map(lambda y: fn(*y), xs, batch_size=member_batch)
+
+
+def full_data_chunk(learner, X, lams, tol, states, length, member_batch):
+    TRACES["chunk", states.D.shape[1]] += 1
+    step = lambda lam, state: scan_full_data(learner, X, lam, tol, state, length)
+    states, infos = over_members(step, member_batch, lams, states)
+    return states, _steps_first(infos)
+
+
+def minibatch_chunk(learner, lams, tol, states, batches, member_batch):
+    TRACES["chunk", states.D.shape[1]] += 1
+    step = lambda lam, state: scan_minibatches(learner, lam, tol, state, batches)
+    states, infos = over_members(step, member_batch, lams, states)
+    return states, _steps_first(infos)
+
+
+def _exact_codes(X, lam, tol, state):
+    init = state.codes if hasattr(state, "codes") and state.codes.shape[0] == X.shape[0] else None
+    return sparse_code(X, state.D, lam, init=init, atom_mask=state.atom_mask, tol=tol, max_steps=MAX_CODE_STEPS)
+
+
+def member_summary(X, lam, tol, state):
+    coded = _exact_codes(X, lam, tol, state)
+    A = coded.codes
+    report = residuals(X, state.D, A, lam, atom_mask=state.atom_mask)
+    R = X - A @ state.D
+    centred = X - jnp.mean(X, axis=0)
+    block = report.atoms.block_ratio
+    return dict(
+        objective=report.objective,
+        mean_l0=jnp.mean(jnp.sum(A > 0, axis=-1).astype(X.dtype)),
+        dead_atoms=jnp.sum(report.atoms.dead),
+        explained_variance=1.0 - jnp.sum(R * R) / jnp.sum(centred * centred),
+        max_relative_constraint=jnp.max(report.atoms.relative_constraint),
+        max_block_ratio=jnp.max(jnp.where(report.atoms.masked, 0.0, block)),
+        free_atom_ratio=report.free_atom.ratio,
+        max_relative_gap=jnp.max(coded.relative_gap),
+        stationarity=report.stationary_residual,
+        atom_relative_constraint=jnp.where(report.atoms.masked, jnp.nan, report.atoms.relative_constraint),
+    )
+
+
+def member_stationarity(X, lam, tol, state):
+    """The first-order certified residual alone (cheap: the per-chunk stopping test)."""
+    coded = _exact_codes(X, lam, tol, state)
+    return residuals(X, state.D, coded.codes, lam, atom_mask=state.atom_mask, second_order=False).stationary_residual
+
+
+def bucket_summary(X, lams, tol, states, member_batch):
+    return over_members(lambda lam, state: member_summary(X, lam, tol, state), member_batch, lams, states)
+
+
+def bucket_stationarity(X, lams, tol, states, member_batch):
+    run = lambda lam, state: member_stationarity(X, lam, tol, state)
+    return over_members(run, member_batch, lams, states)
+
+
+def _bytes(compiled) -> int:
+    """Predicted peak bytes per device: arguments + outputs + temporaries - donated (aliased)."""
+    stats = compiled.memory_analysis()
+    if stats is None:  # a backend without memory analysis
+        return 0
+    return int(
+        stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+        - stats.alias_size_in_bytes
+    )
+
+
+class BucketPrograms(NamedTuple):
+    """Compiled programs of one bucket for `members` members per group, and their peak bytes."""
+
+    init: object
+    chunk: object
+    stationarity: object | None
+    summary: object
+    peak_bytes: dict
+    members: int
+
+
+def _per_device(layout: Layout):
+    """With members split over devices, every device runs its own members (`shard_map`).
+
+    Each device's solver loops then stop on its own members' certificates, with no collective per
+    iteration (under GSPMD a vmapped loop's stopping test would be all-reduced across devices at
+    every step). With the signals split (`layout="data"`) the programs stay global and the
+    compiler inserts the reductions.
+    """
+    if layout.kind != "members" or layout.member_devices == 1:
+        return lambda fn, in_specs, out_specs: fn
+    return lambda fn, in_specs, out_specs: jax.shard_map(
+        fn, mesh=layout.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
+    )
+
+
+def _state_shardings(states, layout: Layout):
+    """Members split over "members"; the alternating codes (m, n, W) also over "data"."""
+    fields = type(states)._fields
+    return type(states)(
+        *(layout.sharding("members", "data") if f == "codes" else layout.sharding("members") for f in fields)
+    )
+
+
+def compile_bucket(learner, layout: Layout, *, members, padded_width, X_init, X_eval, batch_shape,
+                   chunk_size, dtype, with_stationarity, member_batch) -> BucketPrograms:
+    """Lower and compile every program of a bucket from shapes; nothing is run.
+
+    The data were validated on the host; the programs are traced without value checks, whose
+    single-device error branch would gather split arrays (see `_validation.unchecked`).
+
+    `X_init` and `X_eval` are shape structs (or arrays) of the initialisation and evaluation data
+    (the training data itself for the alternating learner); `batch_shape` is (steps, b, d) for the
+    online learner, None for the alternating one.
+    """
+    with _validation.unchecked():
+        return _compile_bucket(learner, layout, members, padded_width, X_init, X_eval, batch_shape,
+                               chunk_size, dtype, with_stationarity, member_batch)
+
+
+def _compile_bucket(learner, layout, members, padded_width, X_init, X_eval, batch_shape, chunk_size, dtype,
+                    with_stationarity, member_batch):
+    spec = lambda shape, dt, *axes: jax.ShapeDtypeStruct(shape, dt, sharding=layout.sharding(*axes))
+    m = members
+    widths, seeds = spec((m,), jnp.int32, "members"), spec((m,), jnp.int32, "members")
+    lams, tol = spec((m,), dtype, "members"), spec((), dtype)
+    x_init = spec(X_init.shape, dtype, "data")
+    x_eval = spec(X_eval.shape, dtype, "data")
+
+    member_batch = max(1, min(member_batch, m // layout.member_devices))
+    local = _per_device(layout)
+    states_shape = jax.eval_shape(lambda X, w, s: init_bucket(learner, X, w, s, padded_width), x_init, widths, seeds)
+    state_sh = _state_shardings(states_shape, layout)
+    states = jax.tree_util.tree_map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), states_shape, state_sh)
+    by_member = layout.sharding("members")
+    steps_by_member = layout.sharding(None, "members")
+
+    init = jax.jit(lambda X, w, s: init_bucket(learner, X, w, s, padded_width), out_shardings=state_sh)
+    init = init.lower(x_init, widths, seeds).compile()
+    if batch_shape is None:
+        run = lambda X, lams, tol, states: full_data_chunk(learner, X, lams, tol, states, chunk_size, member_batch)
+        chunk = jax.jit(
+            local(run, (P(), P("members"), P(), P("members")), (P("members"), P(None, "members"))),
+            out_shardings=(state_sh, steps_by_member), donate_argnums=3,
+        ).lower(x_init, lams, tol, states).compile()
+    else:
+        batches = spec(batch_shape, dtype, None, "data")
+        run = lambda lams, tol, states, batches: minibatch_chunk(learner, lams, tol, states, batches, member_batch)
+        chunk = jax.jit(
+            local(run, (P("members"), P(), P("members"), P()), (P("members"), P(None, "members"))),
+            out_shardings=(state_sh, steps_by_member), donate_argnums=2,
+        ).lower(lams, tol, states, batches).compile()
+    specs = ((P(), P("members"), P(), P("members")), P("members"))
+    summary = jax.jit(local(lambda *a: bucket_summary(*a, member_batch), *specs), out_shardings=by_member)
+    summary = summary.lower(x_eval, lams, tol, states).compile()
+    stationarity = None
+    if with_stationarity:
+        run = local(lambda *a: bucket_stationarity(*a, member_batch), *specs)
+        stationarity = jax.jit(run, out_shardings=by_member).lower(x_eval, lams, tol, states).compile()
+    peak = {"init": _bytes(init), "chunk": _bytes(chunk), "summary": _bytes(summary)}
+    if stationarity is not None:
+        peak["stationarity"] = _bytes(stationarity)
+    return BucketPrograms(init, chunk, stationarity, summary, peak, m)
