@@ -3,12 +3,14 @@
 import contextlib
 import functools
 import os
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, ArrayLike, Float
 
 from .. import _validation as check
@@ -134,10 +136,33 @@ def _initial_atoms(source, k, seed, dtype):
     return init_dictionary(jnp.asarray(rows, dtype), k, jax.random.PRNGKey(seed))
 
 
-def _feed(source, batch_size, seed, chunk_size, max_steps, dtype, shuffle, prefetch):
-    """Chunks of `chunk_size` minibatches on the device, read ahead by `prefetch` chunks."""
+def _feed(source, batch_size, seed, chunk_size, max_steps, dtype, shuffle, prefetch, split=None):
+    """Chunks of `chunk_size` minibatches on the device(s), read ahead by `prefetch` chunks."""
     batches = streaming.Minibatches(source, min(batch_size, source.n), seed, shuffle=shuffle, dtype=dtype)
-    return streaming.Prefetcher(batches, chunk_size, depth=prefetch, stop=max_steps)
+    device = None if split is None else split.sharding(1)
+    if device is not None:
+        split(np.empty((1, batches.batch_size, 0)), "batch_size", 1)  # divisible, or a clear error
+    return streaming.Prefetcher(batches, chunk_size, depth=prefetch, stop=max_steps, device=device)
+
+
+class _data_parallel:
+    """Signals split over `devices` (the dictionary replicated); GSPMD reduces the statistics."""
+
+    def __init__(self, devices):
+        self.mesh = None if devices is None else Mesh(np.array(list(devices)), ("data",))
+
+    def sharding(self, axis):
+        if self.mesh is None:
+            return None
+        return NamedSharding(self.mesh, PartitionSpec(*([None] * axis), "data"))
+
+    def __call__(self, a, what, axis):
+        if self.mesh is None:
+            return a
+        count = self.mesh.devices.size
+        if a.shape[axis] % count:
+            raise ValueError(f"devices: {what} = {a.shape[axis]} must be divisible by the {count} devices")
+        return jax.device_put(a, self.sharding(axis))
 
 
 def _certifier(X_eval, lam, tol, code_tol, solver):
@@ -179,6 +204,7 @@ def learn_dictionary(
     shuffle: streaming.Shuffle | None = None,
     prefetch: int = 2,
     verbose: bool = False,
+    devices: Sequence[jax.Device] | None = None,
 ) -> LearnedDictionary:
     r"""Learn a unit-norm dictionary for $F(D, A) = \frac1n\sum_i \tfrac12\|x_i - a_iD\|^2 + \lambda\|a_i\|_1$.
 
@@ -216,6 +242,11 @@ def learn_dictionary(
             up to 65,536 signals, block-wise beyond).
         prefetch: chunks of minibatches read ahead in a background thread (0: none).
         verbose: print progress to stderr.
+        devices: train data-parallel over these devices (e.g. `jax.devices()`): the signals
+            (alternating) or each minibatch (online) are split over them, the dictionary is
+            replicated and the sufficient statistics are all-reduced by the compiler; the result
+            equals the single-device one up to the order of floating-point sums. n (alternating)
+            or batch_size (online) must be divisible by the number of devices.
 
     The online minibatches come from `sparsedict.streaming.Minibatches` for
     in-memory and streamed input alike (the same seed gives the same result from an array and
@@ -226,6 +257,7 @@ def learn_dictionary(
     """
     if method not in ("alternating", "online"):
         raise ValueError(f"method must be 'alternating' or 'online', got {method!r}")
+    split = _data_parallel(devices)
     key = jax.random.PRNGKey(seed)
     if method == "alternating":
         X, k, lam, dtype = _prepare(_whole(X), k, lam)
@@ -248,18 +280,24 @@ def learn_dictionary(
         learner = Alternating(solver=solver, revive=revive)
         feed = contextlib.nullcontext()
 
+        X_train = split(X, "the number of signals n", 0)
+
         def run_chunk(state):
-            return _full_data_chunk(learner, X, lam, tol, state, chunk_size)
+            return _full_data_chunk(learner, X_train, lam, tol, state, chunk_size)
     else:
         learner = Online(solver=solver, forgetting=forgetting, revive=revive)
-        feed = _feed(source, batch_size, seed, chunk_size, max_steps, dtype, shuffle, prefetch)
+        feed = _feed(source, batch_size, seed, chunk_size, max_steps, dtype, shuffle, prefetch, split)
 
         def run_chunk(state):
             return _minibatch_chunk(learner, lam, tol, state, feed(int(state.step)))
 
-    with feed:
+    state = learner.init(X, D0)
+    if method == "alternating":
+        state = state._replace(codes=split(state.codes, "the number of signals n", 0))
+    # The data were checked on the host; traced unchecked, the chunks never gather split arrays.
+    with feed, check.unchecked():
         state, history, done = run_chunks(
-            run_chunk, certify_state, learner.init(X, D0), max_steps=max_steps, chunk_size=chunk_size,
+            run_chunk, certify_state, state, max_steps=max_steps, chunk_size=chunk_size,
             checkpoint=checkpoint, verbose=verbose, name=f"learn_dictionary[{method}]",
         )
     D = state.D
