@@ -5,12 +5,20 @@
 then a certificate check. A signal stops when its relative duality gap is at most `tol` (under
 `vmap` a finished signal's state is frozen while the others go on), and the whole batch stops at
 `max_steps`. `lam`, `tol` and `max_steps` are arrays: changing them never recompiles.
+
+With a `matmul_dtype`, the dictionary is stored rounded to that dtype and every product with it
+runs on narrow operands with working-dtype accumulation, exact to working precision for the
+rounded dictionary (`_problem.py`); the few working-dtype products left (with the Gram matrix, in
+the support solves) are pinned to full precision, so the certificates are those of the rounded
+problem on every backend.
 """
+
+import contextlib
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike, DTypeLike, Float
 
 from .. import _validation as check
 from .._objective import kkt_residual
@@ -19,7 +27,7 @@ from ._base import AbstractCodingSolver
 from ._coordinate_descent import CoordinateDescent
 from ._fista import FISTA
 from ._implicit import implicit_codes
-from ._problem import DictionaryOperator, Signal
+from ._problem import DictionaryOperator, gram, signals
 from ._result import RESULTS, CodingResult, coding_result
 
 SOLVERS = {"active_set": ActiveSet, "fista": FISTA, "cd": CoordinateDescent}
@@ -38,14 +46,50 @@ def default_tol(dtype) -> float:
     return 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-6
 
 
-def make_operator(D, atom_mask, use_gram: bool) -> DictionaryOperator:
+MATMUL_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def check_matmul_dtype(matmul_dtype, dtype):
+    """`matmul_dtype` as a dtype narrower than the working `dtype`, or None (same as `dtype`)."""
+    if matmul_dtype is None:
+        return None
+    expected = "matmul_dtype must be None or one of jnp.bfloat16, jnp.float16, jnp.float32"
+    try:
+        low = jnp.dtype(matmul_dtype)
+    except (TypeError, ValueError):
+        raise TypeError(f"{expected}, got {matmul_dtype!r}") from None
+    work = jnp.dtype(dtype)
+    if jnp.issubdtype(low, jnp.floating) and low.itemsize > work.itemsize:
+        raise ValueError(
+            f"matmul_dtype={low.name} is wider than the dtype of X and D ({work.name}); "
+            "use bfloat16 or float16 for float32 inputs"
+        )
+    if low.name not in MATMUL_DTYPES:
+        raise TypeError(f"{expected}, got {low.name}")
+    return None if low == work else low
+
+
+def make_operator(D, atom_mask, use_gram: bool, matmul_dtype=None) -> DictionaryOperator:
+    """The operator of `D` (masked atoms zeroed), stored in `matmul_dtype` when one is given."""
     if atom_mask is not None:
         D = jnp.where(atom_mask[:, None], D, 0.0)
+    work = D.dtype
+    if matmul_dtype is not None:
+        D = D.astype(matmul_dtype)
+        norm_sq = jnp.sum(jnp.square(D.astype(work)), axis=-1)
+        lost = ~jnp.all(jnp.isfinite(norm_sq))
+        lost = lost | jnp.any((norm_sq == 0) if atom_mask is None else (norm_sq == 0) & atom_mask)
+        D = eqx.error_if(
+            D,
+            lost,
+            f"D does not fit in matmul_dtype={jnp.dtype(matmul_dtype).name}: an entry "
+            "overflows or an unmasked atom rounds to zero (rescale D or use bfloat16)",
+        )
     k, d = D.shape
-    small = D @ D.T if k <= d else D.T @ D  # same top eigenvalue, smaller matrix
-    lipschitz = jnp.maximum(jnp.linalg.eigvalsh(small)[-1], jnp.finfo(D.dtype).tiny)
+    small = gram(D, work) if k <= d else gram(D.T, work)  # same top eigenvalue, smaller matrix
+    lipschitz = jnp.maximum(jnp.linalg.eigvalsh(small)[-1], jnp.finfo(work).tiny)
     return DictionaryOperator(
-        D=D, gram=D @ D.T if use_gram else None, atom_mask=atom_mask, lipschitz=lipschitz
+        D=D, gram=gram(D, work) if use_gram else None, atom_mask=atom_mask, lipschitz=lipschitz
     )
 
 
@@ -85,14 +129,17 @@ def _solve_one(solver, op, sig, init, tol, max_steps):
 
 
 @eqx.filter_jit
-def _sparse_code(X, D, lam, init, atom_mask, tol, max_steps, solver):
+def _sparse_code(X, D, lam, init, atom_mask, tol, max_steps, solver, matmul_dtype=None):
     use_gram = solver.needs_gram or D.shape[0] <= 2 * D.shape[1]
-    op = make_operator(D, atom_mask, use_gram)
-    X_norm = jnp.linalg.norm(X, axis=-1)
-    signals = Signal(x=X, c=X @ op.D.T, x_sq=X_norm**2, x_norm=X_norm, lam=lam)
-    init = jax.vmap(op.project)(init)
-    solve = jax.vmap(_solve_one, in_axes=(None, None, 0, 0, None, None))
-    codes, cert, kkt, converged, steps, stalled = solve(solver, op, signals, init, tol, max_steps)
+    # Mixed precision: working-dtype products at full precision (no TF32 or one-pass bfloat16 on
+    # accelerators), so the certificates are exact for the rounded problem.
+    mixed = matmul_dtype is not None
+    with jax.default_matmul_precision("highest") if mixed else contextlib.nullcontext():
+        op = make_operator(D, atom_mask, use_gram, matmul_dtype)
+        sigs = signals(X, op, lam)
+        init = jax.vmap(op.project)(init)
+        solve = jax.vmap(_solve_one, in_axes=(None, None, 0, 0, None, None))
+        codes, cert, kkt, converged, steps, stalled = solve(solver, op, sigs, init, tol, max_steps)
     return coding_result(codes, cert, kkt, converged, steps, stalled)
 
 
@@ -106,6 +153,7 @@ def sparse_code(
     max_steps: int = 1000,
     init: Float[ArrayLike, "n k"] | None = None,
     atom_mask: ArrayLike | None = None,
+    matmul_dtype: DTypeLike | None = None,
     throw: bool = False,
 ) -> CodingResult:
     r"""Solve the batched nonnegative lasso $\min_{a_i \ge 0} \tfrac12\|x_i - a_i D\|^2 + \lambda_i \sum_k a_{ik}$.
@@ -123,6 +171,16 @@ def sparse_code(
         init: warm-start codes (n, k), nonnegative.
         atom_mask: boolean (k,); masked atoms get exactly zero codes and are left out of the dual
             constraint (padding for width sweeps).
+        matmul_dtype: `None` (default: everything in the dtype of X and D), or a narrower dtype,
+            `jnp.bfloat16` or `jnp.float16` (or `jnp.float32` for float64 inputs), in which D is
+            stored and every product with it runs, accumulated in the input dtype
+            (`preferred_element_type`); codes, solver state and certificates stay in the input
+            dtype. The codes then solve, and `gap`/`relative_gap` certify, the lasso for X and the
+            **rounded** dictionary `D.astype(matmul_dtype)` (X itself is not rounded), to the
+            input dtype's precision. For the original problem, recompute the certificate with
+            `duality_gap(X, D, result.codes, lam)` (in float64 for a rounding-free check); the
+            rounding adds at most about `2 eps * |a|_1 * (||x|| + ||r|| + |a|_1)` to the gap
+            (`eps` of the matmul dtype; measured values in the mixed-precision guide).
         throw: raise if some signal did not converge (otherwise see `result.converged`).
 
     Returns:
@@ -132,14 +190,18 @@ def sparse_code(
     Derivatives: `codes` is differentiable in X, D and lam (forward and reverse mode) by implicit
     differentiation of the KKT system on the support (see `sparsedict/_coding/_implicit.py`);
     init, atom_mask and tol carry none, and neither do the certificate fields (use
-    [`sparsedict.lasso_value`][] and [`sparsedict.duality_gap`][] for differentiable ones).
+    [`sparsedict.lasso_value`][] and [`sparsedict.duality_gap`][] for differentiable ones). With
+    a `matmul_dtype`, they are the derivatives of the input-dtype problem at the returned codes.
     """
     X2, D, lam, init, atom_mask, tol, single = coding_inputs(X, D, lam, init, atom_mask, tol)
     solver = _solver(solver)
     max_steps = jnp.asarray(check.positive_int(max_steps, "max_steps"), jnp.int32)
+    low = check_matmul_dtype(matmul_dtype, X2.dtype)
     # The loop sees no derivatives; the codes get exact ones by implicit differentiation.
     sg = jax.lax.stop_gradient
-    result = _sparse_code(sg(X2), sg(D), sg(lam), sg(init), atom_mask, sg(tol), max_steps, solver)
+    result = _sparse_code(
+        sg(X2), sg(D), sg(lam), sg(init), atom_mask, sg(tol), max_steps, solver, low
+    )
     result = eqx.tree_at(lambda r: r.codes, result, implicit_codes(result.codes, X2, D, lam))
     if throw:
         result = result.result.error_if(result, result.result != RESULTS.successful)

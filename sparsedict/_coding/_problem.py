@@ -2,15 +2,80 @@ r"""What a coding solver sees: one signal's data and the shared dictionary opera
 
 Solvers are written for one signal and batched with `vmap`; the dictionary (and its Gram matrix
 $G = D D^\top$) is shared, never batched.
+
+**Mixed precision.** The operator may store $D$ in a *matmul dtype* narrower than the *working
+dtype* of the signals, codes and certificates (bfloat16 or float16 under float32; also float32
+under float64). Every product with $D$ then runs on matmul-dtype operands with working-dtype
+accumulation (`preferred_element_type`) and is exact to working precision for the stored, rounded
+dictionary $D_{\text{low}}$: a working-dtype vector $v$ is split exactly into $p$ matmul-dtype
+pieces, $v = \sum_{j \le p} 2^{e_j} v_j$ up to $2^{-pt}\max|v|$ ($t$ significand bits of the matmul
+dtype, $p = \lceil t_{\text{work}} / t \rceil$: 3 for bfloat16 or float16 under float32), and
+$v D_{\text{low}} = \sum_j 2^{e_j} (v_j D_{\text{low}})$, one product of $p$ stacked rows. The
+scales $2^{e_j}$ (only for matmul dtypes of narrower exponent range) keep the pieces clear of
+overflow and underflow. The Gram matrix $D_{\text{low}} D_{\text{low}}^\top$ is computed from
+matmul-dtype operands (a product of two of them is exact in the working dtype) but kept in the
+working dtype: rounding it would change the problem.
 """
 
+import functools
+import math
+import operator
 from typing import NamedTuple
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from .._objective import Certificate, certificate_from_terms
+
+
+def _precision(low):
+    """One exact pass over matmul-dtype operands, whatever `jax_default_matmul_precision` says:
+    the plain algorithm for 16-bit operands, and no TF32 (or one-pass bfloat16) for float32 ones."""
+    return jax.lax.Precision.HIGHEST if jnp.dtype(low).itemsize >= 4 else jax.lax.Precision.DEFAULT
+
+
+def _bits(dtype) -> int:
+    return jnp.finfo(dtype).nmant + 1
+
+
+def piece_count(work, low) -> int:
+    """Pieces of the matmul dtype `low` that hold every significand bit of the working dtype."""
+    return math.ceil(_bits(work) / _bits(low))
+
+
+def split_matmul(v: Float[Array, "*batch k"], M: Float[Array, "k m"]) -> Float[Array, "*batch m"]:
+    """`v @ M` accumulated in `v`'s dtype; exact to that precision when `M` is stored narrower."""
+    work, low = v.dtype, M.dtype
+    if work == low:
+        return v @ M
+    rescale = jnp.finfo(low).maxexp < jnp.finfo(work).maxexp
+    limit = jnp.finfo(work).maxexp - 2  # 2**e stays a normal number of the working dtype
+    pieces, scales, rest = [], [], v
+    for _ in range(piece_count(work, low)):
+        if rescale:
+            _, e = jnp.frexp(jnp.max(jnp.abs(rest), axis=-1, keepdims=True))
+            scale = jnp.ldexp(jnp.ones((), work), jnp.clip(e, -limit, limit))
+            piece = (rest / scale).astype(low)
+            rest = rest - piece.astype(work) * scale  # exact: the rounding error of the piece
+        else:
+            scale, piece = None, rest.astype(low)
+            rest = rest - piece.astype(work)
+        pieces.append(piece)
+        scales.append(scale)
+    products = jnp.matmul(
+        jnp.stack(pieces), M, preferred_element_type=work, precision=_precision(low)
+    )
+    terms = [p if s is None else p * s for p, s in zip(products, scales)]
+    return functools.reduce(operator.add, terms[::-1])  # smallest first
+
+
+def gram(M: Float[Array, "k m"], work) -> Float[Array, "k k"]:
+    """`M M^T` accumulated in the working dtype `work` (operands stay in `M`'s dtype)."""
+    if M.dtype == work:
+        return M @ M.T
+    return jnp.matmul(M, M.T, preferred_element_type=work, precision=_precision(M.dtype))
 
 
 class Signal(NamedTuple):
@@ -27,7 +92,8 @@ class DictionaryOperator(eqx.Module):
     r"""The dictionary with masked atoms zeroed, its Gram matrix when it is cheaper, and the mask.
 
     Correlations of the residual, $g = D(x - aD) = c - aG$, cost $k^2$ from the Gram matrix and
-    $2kd$ from $D$; the Gram form is used when `gram` is present.
+    $2kd$ from $D$; the Gram form is used when `gram` is present. `D` may be stored in a narrower
+    matmul dtype than `gram`, `lipschitz` and the codes (see the module docstring).
     """
 
     D: Float[Array, "k d"]
@@ -35,13 +101,21 @@ class DictionaryOperator(eqx.Module):
     atom_mask: Bool[Array, " k"] | None
     lipschitz: Float[Array, ""]  # lambda_max(D D^T), the gradient's Lipschitz constant
 
+    def reconstruct(self, a: Float[Array, "*batch k"]) -> Float[Array, "*batch d"]:
+        """`a D`."""
+        return split_matmul(a, self.D)
+
+    def correlate(self, r: Float[Array, "*batch d"]) -> Float[Array, "*batch k"]:
+        """`D r` (as `r D^T`)."""
+        return split_matmul(r, self.D.T)
+
     def correlations_and_residual_sq(self, sig: Signal, a: Float[Array, " k"]):
         r"""$g = D r$ and $\|r\|^2$ for codes `a` ($\|r\|^2 = \|x\|^2 - a\cdot(c + g)$ in Gram form)."""
         if self.gram is not None:
             g = sig.c - a @ self.gram
             return g, sig.x_sq - a @ (sig.c + g)
-        r = sig.x - a @ self.D
-        return r @ self.D.T, r @ r
+        r = sig.x - self.reconstruct(a)
+        return self.correlate(r), r @ r
 
     def certificate(self, sig: Signal, a: Float[Array, " k"]) -> tuple[Certificate, Array]:
         g, r_sq = self.correlations_and_residual_sq(sig, a)
@@ -51,3 +125,9 @@ class DictionaryOperator(eqx.Module):
         """Clip to the nonnegative orthant and zero the masked atoms."""
         a = jnp.maximum(a, 0.0)
         return a if self.atom_mask is None else jnp.where(self.atom_mask, a, 0.0)
+
+
+def signals(X: Float[Array, "n d"], op: DictionaryOperator, lam: Float[Array, " n"]) -> Signal:
+    """The batch of signals (rows of X, in the working dtype) with their correlations `X D^T`."""
+    X_norm = jnp.linalg.norm(X, axis=-1)
+    return Signal(x=X, c=op.correlate(X), x_sq=X_norm**2, x_norm=X_norm, lam=lam)
