@@ -164,7 +164,7 @@ def test_bad_input(kwargs, error, message):
 
 
 def test_data_parallel_learning_over_virtual_devices_matches_one_device(tmp_path):
-    # signals (alternating) or minibatches (online) split over 4 devices: the single-device result
+    # signals (alternating) or minibatches (online, SAE) split over 4 devices: the single-device result
     import os
     import subprocess
     import sys
@@ -176,16 +176,19 @@ def test_data_parallel_learning_over_virtual_devices_matches_one_device(tmp_path
         assert len(jax.devices()) == 4
         X = sd.datasets.feature_mixture(n=128, d=8, seed=1, dtype=np.float32)
         out = {}
-        for method in ("alternating", "online"):
-            for devices in (None, jax.devices()):
+        for devices in (None, jax.devices()):
+            for method in ("alternating", "online"):
                 r = sd.learn_dictionary(X, 6, 0.1, method=method, max_steps=8, chunk_size=4, batch_size=32,
                                         stationarity_tol=0.0, devices=devices)
                 out[f"{method}-{devices is not None}"] = np.asarray(r.dictionary)
+            sae = sd.train_sae(X, 6, 0.1, steps=20, chunk_size=10, batch_size=32, stationarity_tol=0.0,
+                               devices=devices)
+            out[f"sae-{devices is not None}"] = np.asarray(sae.dictionary)
         np.savez(%r, **out)
         """ % str(tmp_path / "out.npz")
     )
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=900)
     with np.load(tmp_path / "out.npz") as out:
-        for method in ("alternating", "online"):
+        for method in ("alternating", "online", "sae"):
             np.testing.assert_allclose(out[f"{method}-True"], out[f"{method}-False"], atol=1e-5)

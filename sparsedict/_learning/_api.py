@@ -330,6 +330,7 @@ def train_sae(
     shuffle: streaming.Shuffle | None = None,
     prefetch: int = 2,
     verbose: bool = False,
+    devices: Sequence[jax.Device] | None = None,
 ) -> TrainedSAE:
     r"""Train a vanilla ReLU SAE with optax and analyse its decoder with exact codes.
 
@@ -342,7 +343,8 @@ def train_sae(
     `stationarity_tol`. The result reports the amortisation gap: the objective with encoder codes
     minus the objective with exact codes for the same decoder.
 
-    `X`, `seed`, `eval_size`, `checkpoint`, `shuffle` and `prefetch` are as in
+    `X`, `seed`, `eval_size`, `checkpoint`, `shuffle`, `prefetch` and `devices` (each minibatch
+    split over the devices, the SAE replicated, gradients all-reduced) are as in
     [`learn_dictionary`][sparsedict.learn_dictionary] (online): `X` may be streamed (a path, shards
     or a source), and the codes, objectives and amortisation gap are then those of the first
     `eval_size` signals.
@@ -352,7 +354,7 @@ def train_sae(
     optimizer = _adam(float(learning_rate)) if optimizer is None else optimizer
     trainer = SAETrainer(optimizer=optimizer, norm=norm, decoder_bias=decoder_bias)
     D0 = _initial_atoms(source, k, seed, dtype)
-    feed = _feed(source, batch_size, seed, chunk_size, steps, dtype, shuffle, prefetch)
+    feed = _feed(source, batch_size, seed, chunk_size, steps, dtype, shuffle, prefetch, _data_parallel(devices))
     certify = _certifier(X_eval, lam, stationarity_tol, code_tol, solver)
     tol = jnp.asarray(code_tol, dtype)
 
@@ -364,7 +366,7 @@ def train_sae(
         done, worst = certify(D)
         return done, f"stationarity={worst:.2e}"
 
-    with feed:
+    with feed, check.unchecked():
         state, history, done = run_chunks(
             run_chunk, certify_state, trainer.init(X_eval, D0), max_steps=steps, chunk_size=chunk_size,
             checkpoint=checkpoint, verbose=verbose, name="train_sae",
