@@ -128,11 +128,11 @@ def _compile_programs(data, spec, layout, padded_width, members, member_batch):
     )
 
 
-def run_group(data, group, padded_width, spec, layout, programs, *, checkpoint=None, verbose=True, label=""):
+def run_group(data, group, padded_width, spec, programs, *, checkpoint=None, verbose=True, label=""):
     """Train one group of members of a bucket with its compiled programs; returns (rows, D, per-atom)."""
     m = len(group)
     order = list(range(m)) + [m - 1] * (programs.members - m)  # pad with copies of the last member
-    by_member = layout.sharding("members")
+    by_member = data.layout.sharding("members")
     column = lambda j, dt: global_array(np.array([group[i][j] for i in order], dt), by_member)
     widths, seeds, lams = column(0, np.int32), column(1, np.int32), column(2, data.dtype)
     tol = jnp.asarray(default_tol(data.dtype) if spec.code_tol is None else spec.code_tol, data.dtype)
@@ -177,7 +177,7 @@ def run_group(data, group, padded_width, spec, layout, programs, *, checkpoint=N
 def plan(X, spec, *, devices=None, member_batch=None, memory_budget=None):
     """Compile every bucket's programs (nothing runs) and predict its peak device memory.
 
-    Returns `(layout, budget, {bucket width: (members, programs)})`; a bucket that would not fit
+    Returns `(data, budget, {bucket width: (members, programs)})`; a bucket that would not fit
     in the budget is split into groups of `programs.members` members; one that cannot fit even
     with one member per device raises `MemoryError` with what to change.
     """
@@ -257,8 +257,7 @@ def _run_buckets(data, spec, plans, store, rows, verbose):
             if verbose:
                 print(f"[sweep] {label}: already finished, skipped", file=sys.stderr)
             continue
-        bucket = run_bucket(data, members, padded_width, spec, data.layout, programs,
-                            store=store, verbose=verbose, label=label)
+        bucket = run_bucket(data, members, padded_width, spec, programs, store=store, verbose=verbose, label=label)
         if store is not None:
             store.save_bucket(padded_width, *bucket)
         rows.extend(bucket[0])
@@ -268,7 +267,7 @@ def _run_buckets(data, spec, plans, store, rows, verbose):
             print(f"[sweep] {label} done: {done}/{len(spec.members())} members, {elapsed:.1f} s", file=sys.stderr)
 
 
-def run_bucket(data, members, padded_width, spec, layout, programs, *, store=None, verbose=True, label=""):
+def run_bucket(data, members, padded_width, spec, programs, *, store=None, verbose=True, label=""):
     """All members of one bucket, in groups of `programs.members`; returns (rows, D, per-atom)."""
     size = programs.members
     groups = [members[i : i + size] for i in range(0, len(members), size)]
@@ -280,7 +279,7 @@ def run_bucket(data, members, padded_width, spec, layout, programs, *, store=Non
             continue
         checkpoint = None if store is None else store.state_path(padded_width, j)
         name = label if len(groups) == 1 else f"{label} group {j + 1}/{len(groups)}"
-        parts.append(run_group(data, group, padded_width, spec, layout, programs,
+        parts.append(run_group(data, group, padded_width, spec, programs,
                                checkpoint=checkpoint, verbose=verbose, label=name))
         if store is not None and len(groups) > 1:
             store.save_group(padded_width, j, *parts[-1])
