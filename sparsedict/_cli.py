@@ -64,7 +64,10 @@ def _bytes(text):
 
 
 def _sweep(args) -> int:
-    code = _sweep_on_this_host(args)
+    try:
+        code = _sweep_on_this_host(args)
+    except MemoryError as error:  # the memory plan refused: say why, without a traceback
+        raise SystemExit(f"sparsedict sweep: {error}") from None
     if args.distributed:  # leave together: a host that exits early fails the others' shutdown
         import jax
         from jax.experimental import multihost_utils
