@@ -195,6 +195,10 @@ def test_memory_plan_splits_a_bucket_or_refuses(X, tmp_path):
     assert sorted(os.listdir(tmp_path / "split")) == ["bucket_5.npz", "manifest.json", "results.csv"]
     with pytest.raises(MemoryError, match="memory budget of .*learner='online'"):
         sd.run_sweep(X, s, memory_budget=1000)
+    for kw, message in [(dict(memory_budget=-1), "memory_budget"), (dict(member_batch=0), "member_batch"),
+                        (dict(devices=[]), "devices")]:
+        with pytest.raises(ValueError, match=message):
+            sd.run_sweep(X, s, **kw)
 
 
 def test_two_processes_with_jax_distributed_match_one(X, tmp_path):

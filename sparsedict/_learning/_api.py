@@ -149,6 +149,8 @@ class _data_parallel:
     """Signals split over `devices` (the dictionary replicated); GSPMD reduces the statistics."""
 
     def __init__(self, devices):
+        if devices is not None and len(devices) == 0:
+            raise ValueError("devices must hold at least one device (or be None for the default device)")
         self.mesh = None if devices is None else Mesh(np.array(list(devices)), ("data",))
 
     def sharding(self, axis):

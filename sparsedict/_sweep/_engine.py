@@ -181,6 +181,13 @@ def plan(X, spec, *, devices=None, member_batch=None, memory_budget=None):
     in the budget is split into groups of `programs.members` members; one that cannot fit even
     with one member per device raises `MemoryError` with what to change.
     """
+    if member_batch is not None and (isinstance(member_batch, bool) or not isinstance(member_batch, int)
+                                     or member_batch < 1):
+        raise ValueError(f"member_batch must be an int >= 1 or None, got {member_batch!r}")
+    if memory_budget is not None and not memory_budget > 0:
+        raise ValueError(f"memory_budget must be a positive number of bytes or None, got {memory_budget!r}")
+    if devices is not None and len(devices) == 0:
+        raise ValueError("devices must hold at least one device (or be None for all of jax.devices())")
     layout = make_layout(spec.layout, devices)
     data = _Data(X, spec, layout)
     budget = device_budget(layout, memory_budget)
