@@ -50,7 +50,6 @@ products to full precision itself. Run with `--matmul-precision default` to see 
 """
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -58,6 +57,7 @@ import re
 import time
 
 import numpy as np
+from _results import write_results
 
 SETTINGS = {"float32": None, "bfloat16 storage": "bfloat16"}
 PIECES = {None: 1, "bfloat16": 3}
@@ -281,13 +281,7 @@ def main():
     }
     if args.quick:
         return
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"gpu_coding_{slug(device.device_kind)}")
-    with open(stem + ".json", "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(markdown(meta, rows))
-    print(f"wrote {stem}.md and .json")
+    write_results(args.out, f"gpu_coding_{slug(device.device_kind)}", meta, rows, markdown)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,12 @@ with n = 256, since the float64 active set costs seconds per step there; five to
 """
 
 import argparse
-import json
 import os
 import platform
 import time
 
 import numpy as np
+from _results import write_results
 
 # name: (input dtype, matmul_dtype)
 SETTINGS = {
@@ -167,13 +167,7 @@ def main():
     }
     if args.quick:
         return
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"precision_{device.platform}")
-    with open(stem + ".json", "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(markdown(meta, rows))
-    print(f"wrote {stem}.md and .json")
+    write_results(args.out, f"precision_{device.platform}", meta, rows, markdown)
 
 
 if __name__ == "__main__":

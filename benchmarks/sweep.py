@@ -63,6 +63,7 @@ def loop_over_widths(X, spec):
                 batches = None if spec.learner == "alternating" else data.batches(step, spec.chunk_size)
                 state = chunk(state, batches)
             out[width, seed] = np.asarray(state.D), jax.device_get(summary(state))
+    data.close()
     return out, compiles
 
 

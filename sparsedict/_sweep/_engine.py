@@ -103,25 +103,26 @@ def _learner(spec):
 _COMPILED = collections.OrderedDict()  # recent bucket programs: a rerun or a run after a dry run reuses them
 
 
-def compile_programs(data, spec, layout, padded_width, members, member_batch):
+def compile_programs(data, spec, padded_width, members, member_batch):
+    layout = data.layout
     key = (
         spec.learner, spec.solver, spec.chunk_size, spec.batch_size, spec.stationarity_tol > 0, data.d,
         str(data.dtype), data.init_count(padded_width), data.eval_rows, layout.kind,
         tuple(layout.mesh.devices.flat), padded_width, members, member_batch,
     )
     if key not in _COMPILED:
-        _COMPILED[key] = _compile_programs(data, spec, layout, padded_width, members, member_batch)
+        _COMPILED[key] = _compile_programs(data, spec, padded_width, members, member_batch)
         while len(_COMPILED) > 32:
             _COMPILED.popitem(last=False)
     _COMPILED.move_to_end(key)
     return _COMPILED[key]
 
 
-def _compile_programs(data, spec, layout, padded_width, members, member_batch):
+def _compile_programs(data, spec, padded_width, members, member_batch):
     batch_shape = None if spec.learner == "alternating" else (spec.chunk_size, spec.batch_size, data.d)
     shape = lambda rows: jax.ShapeDtypeStruct((rows, data.d), data.dtype)
     return _programs.compile_bucket(
-        _learner(spec), layout, members=members, padded_width=padded_width,
+        _learner(spec), data.layout, members=members, padded_width=padded_width,
         X_init=shape(data.init_count(padded_width)), X_eval=shape(data.eval_rows), batch_shape=batch_shape,
         chunk_size=spec.chunk_size, dtype=data.dtype, with_stationarity=spec.stationarity_tol > 0,
         member_batch=member_batch,
@@ -196,7 +197,7 @@ def plan(X, spec, *, devices=None, member_batch=None, memory_budget=None):
     plans = {}
     for padded_width, members in spec.grouped().items():
         label = f"bucket W={padded_width} ({len(members)} members)"
-        compile_for = lambda count, W=padded_width: compile_programs(data, spec, layout, W, count, member_batch)
+        compile_for = lambda count, W=padded_width: compile_programs(data, spec, W, count, member_batch)
         plans[padded_width] = (members, plan_bucket(compile_for, len(members), layout, budget, label))
     return data, budget, plans
 
