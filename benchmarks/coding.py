@@ -78,9 +78,13 @@ def learn_dictionary(X, k, lam, iters, rng):
     D = _unit_rows(X[rng.choice(len(X), k, replace=False)])
     Xf = np.asfortranarray(X.T)
     for _ in range(iters):
-        A = np.asarray(spams.lasso(Xf, D=np.asfortranarray(D.T), lambda1=lam, mode=2, pos=True).todense()).T
+        A = np.asarray(
+            spams.lasso(Xf, D=np.asfortranarray(D.T), lambda1=lam, mode=2, pos=True).todense()
+        ).T
         D = np.linalg.lstsq(A + 1e-9, X, rcond=None)[0]
-        dead = np.flatnonzero(np.linalg.norm(D, axis=1) < 1e-8 * np.sqrt(X.shape[1]) + (A.sum(0) == 0))
+        dead = np.flatnonzero(
+            np.linalg.norm(D, axis=1) < 1e-8 * np.sqrt(X.shape[1]) + (A.sum(0) == 0)
+        )
         if len(dead):
             worst = np.argsort(-np.linalg.norm(X - A @ D, axis=1))[: len(dead)]
             D[dead] = X[worst]
@@ -99,7 +103,7 @@ def patch_problem(rng, n, k, n_train, quick):
         P = extract_patches_2d(img, (8, 8), max_patches=count, random_state=seed).reshape(count, 64)
         P = P - P.mean(axis=1, keepdims=True)
         norms = np.linalg.norm(P, axis=1)
-        P = P[norms > 1e-2 * np.median(norms)][: count]
+        P = P[norms > 1e-2 * np.median(norms)][:count]
         return P / np.median(np.linalg.norm(P, axis=1))
 
     train = patches(flower, n_train, 0)
@@ -143,13 +147,16 @@ def _median_time(fn, repeats):
 def _gaps(X, D, codes, lam):
     """Worst relative gap in the run's precision and in float64, with sparsedict.duality_gap."""
     import jax.numpy as jnp
+
     import sparsedict
 
     res = {}
     for label, dt in (("run", X.dtype), ("f64", np.float64)):
         Xd, Dd, Ad = (np.asarray(v, dt) for v in (X, D, codes))
         Ad = np.maximum(Ad, 0)
-        gap = np.asarray(sparsedict.duality_gap(jnp.asarray(Xd), jnp.asarray(Dd), jnp.asarray(Ad), lam))
+        gap = np.asarray(
+            sparsedict.duality_gap(jnp.asarray(Xd), jnp.asarray(Dd), jnp.asarray(Ad), lam)
+        )
         R = Xd - Ad @ Dd
         primal = 0.5 * np.sum(R * R, 1) + lam * Ad.sum(1)
         res[label] = float(np.max(gap / np.maximum(primal, np.finfo(dt).tiny)))
@@ -162,6 +169,7 @@ def _gaps(X, D, codes, lam):
 
 def sparsedict_runner(solver):
     import jax
+
     import sparsedict
 
     def run(X, D, lam, tol):
@@ -182,8 +190,15 @@ def sklearn_runner():
         d = X.shape[1]
         gram = D @ D.T
         max_iter = 100_000 if X.dtype == np.float64 else 5_000  # float32 stalls above its tol
-        clf = Lasso(alpha=lam / d, fit_intercept=False, precompute=gram, tol=tol, max_iter=max_iter,
-                    warm_start=True, positive=True)
+        clf = Lasso(
+            alpha=lam / d,
+            fit_intercept=False,
+            precompute=gram,
+            tol=tol,
+            max_iter=max_iter,
+            warm_start=True,
+            positive=True,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             clf.fit(D.T, X.T, check_input=False)
@@ -236,14 +251,30 @@ def jaxopt_runner():
     def run(X, D, lam, tol):
         key = (X.shape, D.shape, str(X.dtype), tol)
         if key not in cache:
-            pg = ProximalGradient(fun=fun, prox=prox_non_negative_lasso, tol=tol, maxiter=5_000,
-                                  acceleration=True, jit=True)
-            solve = jax.jit(jax.vmap(lambda x, D, lam: pg.run(jnp.zeros(D.shape[0], x.dtype),
-                                                              hyperparams_prox=lam, x=x, D=D).params,
-                                     in_axes=(0, None, None)))
+            pg = ProximalGradient(
+                fun=fun,
+                prox=prox_non_negative_lasso,
+                tol=tol,
+                maxiter=5_000,
+                acceleration=True,
+                jit=True,
+            )
+            solve = jax.jit(
+                jax.vmap(
+                    lambda x, D, lam: (
+                        pg.run(
+                            jnp.zeros(D.shape[0], x.dtype), hyperparams_prox=lam, x=x, D=D
+                        ).params
+                    ),
+                    in_axes=(0, None, None),
+                )
+            )
             cache[key] = solve
-        return np.asarray(jax.block_until_ready(cache[key](jnp.asarray(X), jnp.asarray(D),
-                                                           jnp.asarray(lam, X.dtype))))
+        return np.asarray(
+            jax.block_until_ready(
+                cache[key](jnp.asarray(X), jnp.asarray(D), jnp.asarray(lam, X.dtype))
+            )
+        )
 
     return run
 
@@ -265,8 +296,12 @@ def ladder(name, target, dtype):
 def runner(name):
     if name in SPARSEDICT_SOLVERS:
         return sparsedict_runner(name)
-    return {"sklearn_lasso_cd": sklearn_runner, "celer": celer_runner, "spams_lars": spams_runner,
-            "jaxopt_pg": jaxopt_runner}[name]()
+    return {
+        "sklearn_lasso_cd": sklearn_runner,
+        "celer": celer_runner,
+        "spams_lars": spams_runner,
+        "jaxopt_pg": jaxopt_runner,
+    }[name]()
 
 
 def matmul_time(n, k, dtype, repeats):
@@ -293,12 +328,21 @@ def bench_one(name, fn, X, D, lam, target, dtype, repeats, budget_s, quick=False
         codes = fn(X, D, lam, setting)
         first = time.perf_counter() - t0
         reps = repeats if first < 2.0 else (1 if first < budget_s else 0)
-        steady, codes = _median_time(lambda: fn(X, D, lam, setting), reps) if reps > 0 else (first, codes)
+        steady, codes = (
+            _median_time(lambda: fn(X, D, lam, setting), reps) if reps > 0 else (first, codes)
+        )
         gaps = _gaps(X, D, codes, lam)
-        row = dict(solver=name, target=target, setting=setting, first_s=first, steady_s=steady,
-                   max_rel_gap=gaps["run"], max_rel_gap_f64=gaps["f64"],
-                   reached=bool(gaps["run"] <= target * (1 + 1e-6)),
-                   active_fraction=float(np.mean(codes > 0)))
+        row = dict(
+            solver=name,
+            target=target,
+            setting=setting,
+            first_s=first,
+            steady_s=steady,
+            max_rel_gap=gaps["run"],
+            max_rel_gap_f64=gaps["f64"],
+            reached=bool(gaps["run"] <= target * (1 + 1e-6)),
+            active_fraction=float(np.mean(codes > 0)),
+        )
         if hasattr(fn, "steps"):
             row["steps"] = fn.steps
         if best is None or row["max_rel_gap"] < best["max_rel_gap"]:
@@ -309,8 +353,12 @@ def bench_one(name, fn, X, D, lam, target, dtype, repeats, budget_s, quick=False
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small problems, < 60 s (CI smoke test)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small problems, < 60 s (CI smoke test)"
+    )
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--float", choices=("float32", "float64", "both"), default="both")
     parser.add_argument("--solvers", default=",".join(SPARSEDICT_SOLVERS + PEERS))
@@ -327,11 +375,19 @@ def main():
     if args.quick:
         solvers = [s for s in solvers if s != "celer"]  # per-signal Python loop: too slow for CI
     rng = np.random.default_rng(0)
-    problems = {k: v for k, v in make_problems(args.quick, rng).items() if k in args.problems.split(",")}
+    problems = {
+        k: v for k, v in make_problems(args.quick, rng).items() if k in args.problems.split(",")
+    }
     floats = ("float64", "float32") if args.float == "both" else (args.float,)
     os.makedirs(args.out, exist_ok=True)
-    machine = dict(cpu_count=os.cpu_count(), jax=jax.__version__, device=str(jax.devices()[0]),
-                   platform=platform.platform(), processor=platform.processor(), quick=args.quick)
+    machine = dict(
+        cpu_count=os.cpu_count(),
+        jax=jax.__version__,
+        device=str(jax.devices()[0]),
+        platform=platform.platform(),
+        processor=platform.processor(),
+        quick=args.quick,
+    )
     for fl in floats:
         dtype = np.dtype(fl)
         rows = []
@@ -340,12 +396,17 @@ def main():
             lam = float(prob["lam"])
             n, k = X.shape[0], D.shape[0]
             t_mm = matmul_time(n, k, dtype, repeats)
-            print(f"{fl} {pname}: n={n} d={X.shape[1]} k={k} lam={lam:.4g} matmul={t_mm * 1e3:.2f} ms", flush=True)
+            print(
+                f"{fl} {pname}: n={n} d={X.shape[1]} k={k} lam={lam:.4g} matmul={t_mm * 1e3:.2f} ms",
+                flush=True,
+            )
             for target in TARGETS[fl]:
                 for name in solvers:
                     if fl == "float32" and name == "celer":
                         continue  # float64 only
-                    row = bench_one(name, runner(name), X, D, lam, target, fl, repeats, budget_s, args.quick)
+                    row = bench_one(
+                        name, runner(name), X, D, lam, target, fl, repeats, budget_s, args.quick
+                    )
                     row.update(problem=pname, n=n, d=X.shape[1], k=k, lam=lam, matmul_s=t_mm)
                     if name == "fista" and row.get("steps"):
                         row["matmul_fraction"] = t_mm / (row["steady_s"] / row["steps"])
@@ -358,8 +419,10 @@ def _fmt_row(r):
     extra = f" steps={r['steps']}" if "steps" in r else ""
     if "matmul_fraction" in r:
         extra += f" matmul_frac={r['matmul_fraction']:.2f}"
-    return (f"{r['solver']:>17} tgt={r['target']:.0e} steady={r['steady_s']:.3f}s first={r['first_s']:.3f}s "
-            f"gap={r['max_rel_gap']:.1e} ({'ok' if r['reached'] else 'NOT reached'}){extra}")
+    return (
+        f"{r['solver']:>17} tgt={r['target']:.0e} steady={r['steady_s']:.3f}s first={r['first_s']:.3f}s "
+        f"gap={r['max_rel_gap']:.1e} ({'ok' if r['reached'] else 'NOT reached'}){extra}"
+    )
 
 
 def _setting(value):
@@ -370,18 +433,25 @@ def _write(out, fl, rows, machine):
     base = os.path.join(out, f"coding_{fl}")
     with open(base + ".json", "w") as f:
         json.dump(dict(machine=machine, rows=rows), f, indent=1, default=str)
-    lines = [f"# Coding benchmark, {fl}", "",
-             "Machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()), "",
-             "Times in seconds to reach the target relative gap (worst signal). steady = median after "
-             "the first call; first = first call incl. compilation. A solver that does not reach the "
-             "target shows its best achieved gap (marked *).", "",
-             "| problem | target | solver | steady (s) | first (s) | max rel gap | (in float64) | steps | matmul frac | setting |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Coding benchmark, {fl}",
+        "",
+        "Machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()),
+        "",
+        "Times in seconds to reach the target relative gap (worst signal). steady = median after "
+        "the first call; first = first call incl. compilation. A solver that does not reach the "
+        "target shows its best achieved gap (marked *).",
+        "",
+        "| problem | target | solver | steady (s) | first (s) | max rel gap | (in float64) | steps | matmul frac | setting |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         gap = f"{r['max_rel_gap']:.1e}" + ("" if r["reached"] else " *")
         mf = f"{r['matmul_fraction']:.2f}" if "matmul_fraction" in r else ""
-        lines.append(f"| {r['problem']} (n={r['n']}, d={r['d']}, k={r['k']}) | {r['target']:.0e} | {r['solver']} | "
-                     f"{r['steady_s']:.3f} | {r['first_s']:.3f} | {gap} | {r['max_rel_gap_f64']:.1e} | {r.get('steps', '')} | {mf} | {_setting(r['setting'])} |")
+        lines.append(
+            f"| {r['problem']} (n={r['n']}, d={r['d']}, k={r['k']}) | {r['target']:.0e} | {r['solver']} | "
+            f"{r['steady_s']:.3f} | {r['first_s']:.3f} | {gap} | {r['max_rel_gap_f64']:.1e} | {r.get('steps', '')} | {mf} | {_setting(r['setting'])} |"
+        )
     with open(base + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {base}.md/.json")

@@ -55,12 +55,16 @@ def loop_over_widths(X, spec):
                 return scan_full_data(learner, X_eval, lam, tol, state, spec.chunk_size)[0]
             return scan_minibatches(learner, lam, tol, state, batches)[0]
 
-        summary = jax.jit(lambda state, X_eval=X_eval: _programs.member_summary(X_eval, lam, tol, state))
+        summary = jax.jit(
+            lambda state, X_eval=X_eval: _programs.member_summary(X_eval, lam, tol, state)
+        )
         compiles += 1
         for seed in spec.seeds:
             state = init(X_init, seed)
             for step in range(0, spec.steps, spec.chunk_size):
-                batches = None if spec.learner == "alternating" else data.batches(step, spec.chunk_size)
+                batches = (
+                    None if spec.learner == "alternating" else data.batches(step, spec.chunk_size)
+                )
                 state = chunk(state, batches)
             out[width, seed] = np.asarray(state.D), jax.device_get(summary(state))
     data.close()
@@ -68,7 +72,9 @@ def loop_over_widths(X, spec):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--n", type=int, default=2048)
     parser.add_argument("--d", type=int, default=64)
@@ -76,13 +82,24 @@ def main(argv=None):
     parser.add_argument("--buckets", default="pow2", choices=["pow2", "single"])
     parser.add_argument("--learner", default="alternating", choices=["alternating", "online"])
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--chunk-size", type=int, default=None, help="steps per chunk (default: all)")
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="steps per chunk (default: all)"
+    )
     parser.add_argument("--solver", default="active_set")
-    parser.add_argument("--member-batch", type=int, default=None,
-                        help="members vmapped at once (default: 1 on CPU, all on accelerators)")
-    parser.add_argument("--widths", default="16,32,64,128,256,512,1024", help="comma-separated widths")
-    parser.add_argument("--loop-first", action="store_true",
-                        help="run the baseline first (run both orders on a busy machine)")
+    parser.add_argument(
+        "--member-batch",
+        type=int,
+        default=None,
+        help="members vmapped at once (default: 1 on CPU, all on accelerators)",
+    )
+    parser.add_argument(
+        "--widths", default="16,32,64,128,256,512,1024", help="comma-separated widths"
+    )
+    parser.add_argument(
+        "--loop-first",
+        action="store_true",
+        help="run the baseline first (run both orders on a busy machine)",
+    )
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
     widths = (4, 8, 16) if args.quick else tuple(int(w) for w in args.widths.split(","))
@@ -91,8 +108,15 @@ def main(argv=None):
     X = sd.datasets.feature_mixture(n, d, seed=0, dtype=np.float32)
 
     spec = sd.SweepSpec(
-        widths=widths, seeds=seeds, lams=(lam,), steps=steps, chunk_size=args.chunk_size or steps,
-        buckets=args.buckets, learner=args.learner, batch_size=args.batch_size, solver=args.solver,
+        widths=widths,
+        seeds=seeds,
+        lams=(lam,),
+        steps=steps,
+        chunk_size=args.chunk_size or steps,
+        buckets=args.buckets,
+        learner=args.learner,
+        batch_size=args.batch_size,
+        solver=args.solver,
     )
 
     def run_sweep():
@@ -112,29 +136,49 @@ def main(argv=None):
     else:
         rows, sweep_time, sweep_compiles = run_sweep()
         looped, loop_time, loop_compiles = run_loop()
-    agree = max(abs(r["objective"] - float(looped[r["width"], r["seed"]][1]["objective"])) for r in rows)
+    agree = max(
+        abs(r["objective"] - float(looped[r["width"], r["seed"]][1]["objective"])) for r in rows
+    )
 
     useful = sum(widths) * len(seeds)
     padded = sum(spec.bucket_width(w) for w in widths) * len(seeds)
     result = {
-        "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(), "jax": jax.__version__,
-        "python": platform.python_version(), "n": n, "d": d, "steps": steps, "widths": widths,
-        "seeds": seeds, "buckets": args.buckets, "learner": args.learner, "solver": args.solver,
-        "batch_size": args.batch_size, "member_batch": args.member_batch,
-        "loop_first": args.loop_first, "sweep_seconds": sweep_time,
-        "loop_seconds": loop_time, "speedup": loop_time / sweep_time, "sweep_compiles": sweep_compiles,
-        "loop_compiles": loop_compiles, "padding_overhead": padded / useful,
+        "device": str(jax.devices()[0]),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+        "n": n,
+        "d": d,
+        "steps": steps,
+        "widths": widths,
+        "seeds": seeds,
+        "buckets": args.buckets,
+        "learner": args.learner,
+        "solver": args.solver,
+        "batch_size": args.batch_size,
+        "member_batch": args.member_batch,
+        "loop_first": args.loop_first,
+        "sweep_seconds": sweep_time,
+        "loop_seconds": loop_time,
+        "speedup": loop_time / sweep_time,
+        "sweep_compiles": sweep_compiles,
+        "loop_compiles": loop_compiles,
+        "padding_overhead": padded / useful,
         "max_objective_difference": agree,
     }
     lines = [
-        f"# Width sweep vs loop over widths ({'quick' if args.quick else 'full'})", "",
+        f"# Width sweep vs loop over widths ({'quick' if args.quick else 'full'})",
+        "",
         f"device {result['device']} ({result['cpu_count']} cores), jax {jax.__version__}; n={n}, d={d}, "
         f"{steps} {args.learner} steps ({args.solver}), widths {widths}, seeds {seeds}, buckets={args.buckets}, "
         f"member_batch={args.member_batch or 'default'}, "
-        f"{'baseline' if args.loop_first else 'sweep'} run first", "",
-        "| | wall time incl. compile (s) | compiles |", "| --- | --- | --- |",
+        f"{'baseline' if args.loop_first else 'sweep'} run first",
+        "",
+        "| | wall time incl. compile (s) | compiles |",
+        "| --- | --- | --- |",
         f"| vmapped sweep | {sweep_time:.1f} | {sweep_compiles} |",
-        f"| loop, one jit per width | {loop_time:.1f} | {loop_compiles} |", "",
+        f"| loop, one jit per width | {loop_time:.1f} | {loop_compiles} |",
+        "",
         f"speedup {result['speedup']:.2f}x; padding overhead {result['padding_overhead']:.2f}x atom-steps; "
         f"largest objective difference between the two {agree:.1e}",
         "(sweep compiles: one training program per bucket; each side also compiles its initialisation "

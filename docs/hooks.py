@@ -16,7 +16,11 @@ def _pngs():
 
 def on_files(files, config):
     for path in _pngs():
-        files.append(File.generated(config, f"benchmarks/results/{os.path.basename(path)}", abs_src_path=path))
+        files.append(
+            File.generated(
+                config, f"benchmarks/results/{os.path.basename(path)}", abs_src_path=path
+            )
+        )
     return files
 
 

@@ -25,9 +25,13 @@ class Experiment:
     """Arguments, a list of checked predictions, and the output files of one script."""
 
     def __init__(self, name, argv, description):
-        parser = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=description)
+        parser = argparse.ArgumentParser(
+            prog=f"python -m experiments.{name}", description=description
+        )
         parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
-        parser.add_argument("--out", default=DEFAULT_OUT, help="output folder (default %(default)s)")
+        parser.add_argument(
+            "--out", default=DEFAULT_OUT, help="output folder (default %(default)s)"
+        )
         args = parser.parse_args(None if argv is None else [str(a) for a in argv])
         self.name, self.quick, self.out = name, args.quick, str(args.out)
         os.makedirs(self.out, exist_ok=True)
@@ -41,7 +45,12 @@ class Experiment:
         print(f"[{'ok' if ok else 'FAILED'}] {prediction}: {measured}")
 
     def table(self, title, header, rows, note=None):
-        lines = [f"### {title}", "", "| " + " | ".join(_fmt(h) for h in header) + " |", "|" + "---|" * len(header)]
+        lines = [
+            f"### {title}",
+            "",
+            "| " + " | ".join(_fmt(h) for h in header) + " |",
+            "|" + "---|" * len(header),
+        ]
         for row in rows:
             lines.append("| " + " | ".join(_fmt(v) for v in row) + " |")
         if note:
@@ -59,9 +68,20 @@ class Experiment:
         """Write `NAME.md` (tables and the list of checks); raise if a prediction failed."""
         elapsed = time.perf_counter() - self.start
         mode = "quick" if self.quick else "full"
-        checks = ["### Predictions checked", "", "| prediction | measured | holds |", "|---|---|---|"]
-        checks += [f"| {_fmt(p)} | {_fmt(m)} | {'yes' if ok else '**NO**'} |" for p, m, ok in self.checks]
-        text = f"## {self.name}\n\n*{mode} run (`python -m experiments.{self.name}{' --quick' if self.quick else ''}`), {elapsed:.0f} s*\n\n" + "\n\n".join(self.sections + ["\n".join(checks)]) + "\n"
+        checks = [
+            "### Predictions checked",
+            "",
+            "| prediction | measured | holds |",
+            "|---|---|---|",
+        ]
+        checks += [
+            f"| {_fmt(p)} | {_fmt(m)} | {'yes' if ok else '**NO**'} |" for p, m, ok in self.checks
+        ]
+        text = (
+            f"## {self.name}\n\n*{mode} run (`python -m experiments.{self.name}{' --quick' if self.quick else ''}`), {elapsed:.0f} s*\n\n"
+            + "\n\n".join(self.sections + ["\n".join(checks)])
+            + "\n"
+        )
         path = os.path.join(self.out, f"{self.name}.md")
         with open(path, "w") as f:
             f.write(text)
@@ -92,13 +112,21 @@ def sweep(X, widths, seeds, lam, steps, stationarity_tol=1e-10):
 
     import sparsedict as sd
 
-    spec = sd.SweepSpec(widths=tuple(widths), seeds=tuple(seeds), lams=(lam,), steps=steps,
-                        buckets="single", stationarity_tol=stationarity_tol)
+    spec = sd.SweepSpec(
+        widths=tuple(widths),
+        seeds=tuple(seeds),
+        lams=(lam,),
+        steps=steps,
+        buckets="single",
+        stationarity_tol=stationarity_tol,
+    )
     with tempfile.TemporaryDirectory() as folder:
         rows = sd.run_sweep(X, spec, out=folder, verbose=False)
         with np.load(os.path.join(folder, f"bucket_{max(widths)}.npz")) as stored:
-            dictionaries = {(int(w), int(s)): D[: int(w)] for w, s, D in
-                            zip(stored["width"], stored["seed"], stored["dictionaries"])}
+            dictionaries = {
+                (int(w), int(s)): D[: int(w)]
+                for w, s, D in zip(stored["width"], stored["seed"], stored["dictionaries"], strict=False)
+            }
     return rows, dictionaries
 
 

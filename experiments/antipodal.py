@@ -59,25 +59,48 @@ def main(argv=None):
     exp.table(
         f"Dense direction plus {features} sparse features: n = {n}, d = 16, lam = {LAM}",
         ["dictionary", "atoms", "codes", "F", "stationarity (rel. 2.2)"],
-        [["nonnegative optimum", k, "nonneg", F_k, row_k["max_relative_constraint"]],
-         ["nonnegative, one atom fewer", k - 1, "nonneg", F_k1, row_k1["max_relative_constraint"]],
-         ["pair merged into one signed atom", k - 1, "signed", F_signed, "-"]],
+        [
+            ["nonnegative optimum", k, "nonneg", F_k, row_k["max_relative_constraint"]],
+            [
+                "nonnegative, one atom fewer",
+                k - 1,
+                "nonneg",
+                F_k1,
+                row_k1["max_relative_constraint"],
+            ],
+            ["pair merged into one signed atom", k - 1, "signed", F_signed, "-"],
+        ],
         note=f"Antipodal pair: cos(d_a, d_b) = {pair_cos:.4f}, cos with v = {cos_v[a]:.4f} / {cos_v[b]:.4f}; "
-             f"firing rates {fire_a.mean():.3f} / {fire_b.mean():.3f} (THEORY: ~0.42 each); "
-             f"co-firing {cofire:.4f}. Huber bound {float(row_k['bound']):.4f}.",
+        f"firing rates {fire_a.mean():.3f} / {fire_b.mean():.3f} (THEORY: ~0.42 each); "
+        f"co-firing {cofire:.4f}. Huber bound {float(row_k['bound']):.4f}.",
     )
-    exp.check("two atoms point along +v and -v (|cos| >= 0.95)", f"{cos_v[a]:.4f}, {cos_v[b]:.4f}",
-              cos_v[a] >= 0.95 and cos_v[b] <= -0.95)
-    exp.check("the pair is nearly antipodal (cos about -0.99)", f"{pair_cos:.4f}", -1.0 <= pair_cos <= -0.97)
+    exp.check(
+        "two atoms point along +v and -v (|cos| >= 0.95)",
+        f"{cos_v[a]:.4f}, {cos_v[b]:.4f}",
+        cos_v[a] >= 0.95 and cos_v[b] <= -0.95,
+    )
+    exp.check(
+        "the pair is nearly antipodal (cos about -0.99)",
+        f"{pair_cos:.4f}",
+        -1.0 <= pair_cos <= -0.97,
+    )
     exp.check("the pair never co-fires", f"{cofire:.4f}", cofire == 0.0)
     # THEORY's ~42% is for its own scale of s; here an atom fires where |x . v| exceeds ~0.45
-    exp.check("each fires on a large share of points, 0.25-0.5 (THEORY's example: ~0.42)",
-              f"{fire_a.mean():.3f}, {fire_b.mean():.3f}",
-              0.25 <= fire_a.mean() <= 0.5 and 0.25 <= fire_b.mean() <= 0.5)
-    exp.check("signed codes: one merged atom loses < 1% of F", f"{(F_signed - F_k) / F_k:+.4%}",
-              (F_signed - F_k) / F_k < 0.01)
-    exp.check("nonnegative codes: one atom fewer costs > 5x more", f"{(F_k1 - F_k) / F_k:+.3%}",
-              F_k1 - F_k > 5 * max(F_signed - F_k, 1e-6))
+    exp.check(
+        "each fires on a large share of points, 0.25-0.5 (THEORY's example: ~0.42)",
+        f"{fire_a.mean():.3f}, {fire_b.mean():.3f}",
+        0.25 <= fire_a.mean() <= 0.5 and 0.25 <= fire_b.mean() <= 0.5,
+    )
+    exp.check(
+        "signed codes: one merged atom loses < 1% of F",
+        f"{(F_signed - F_k) / F_k:+.4%}",
+        (F_signed - F_k) / F_k < 0.01,
+    )
+    exp.check(
+        "nonnegative codes: one atom fewer costs > 5x more",
+        f"{(F_k1 - F_k) / F_k:+.3%}",
+        F_k1 - F_k > 5 * max(F_signed - F_k, 1e-6),
+    )
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     ax = axes[0]

@@ -45,8 +45,10 @@ def one_parent_three_children(n=10, d=4, noise=0.0, seed=0):
 def width_sweep(X, widths, seeds, steps):
     """{width: (best F - bound over seeds, its 2.2 residual, its dictionary)}."""
     rows, dictionaries = sweep(X, widths, seeds, LAM, steps)
-    return {w: (r["gap_to_bound"], r["max_relative_constraint"], D)
-            for w, (r, D) in best_by_width(rows, dictionaries, "gap_to_bound").items()}
+    return {
+        w: (r["gap_to_bound"], r["max_relative_constraint"], D)
+        for w, (r, D) in best_by_width(rows, dictionaries, "gap_to_bound").items()
+    }
 
 
 def main(argv=None):
@@ -66,22 +68,49 @@ def main(argv=None):
     exp.table(
         "One parent, one child (lam = 0.3)",
         ["dictionary", "F", "F - bound", "2.2 residual parent", "2.2 residual child"],
-        [["generating [p, c]", float(report.objective), float(report.objective) - bound, gen_res[0], gen_res[1]],
-         ["learned from generating", float(learned.objective), float(learned.objective) - bound,
-          *np.asarray(learned.report.atoms.constraint)]],
+        [
+            [
+                "generating [p, c]",
+                float(report.objective),
+                float(report.objective) - bound,
+                gen_res[0],
+                gen_res[1],
+            ],
+            [
+                "learned from generating",
+                float(learned.objective),
+                float(learned.objective) - bound,
+                *np.asarray(learned.report.atoms.constraint),
+            ],
+        ],
         note=f"Huber bound {bound:.4f}; learned atoms {np.round(D_learned, 4).tolist()}; "
-             f"largest parent code on points where the child fires: {parent_code_with_child:.1e}.",
+        f"largest parent code on points where the child fires: {parent_code_with_child:.1e}.",
     )
-    exp.check("generating-dictionary 2.2 residuals = (0.09, 0.30)", np.round(gen_res, 6).tolist(),
-              np.allclose(gen_res, [0.09, 0.30], atol=1e-8))
-    exp.check("F(generating) = 0.6765", round(float(report.objective), 6), abs(float(report.objective) - 0.6765) < 1e-8)
-    exp.check("learned from generating reaches F = 0.6 = Huber bound",
-              f"F = {float(learned.objective):.6f}, bound = {bound:.6f}",
-              abs(float(learned.objective) - 0.6) < 1e-8 and abs(bound - 0.6) < 1e-12)
-    exp.check("learned dictionary is the absorbed [p, (2p+1.5c)/2.5]",
-              f"max |atom error| {np.abs(D_learned - D_abs).max():.1e}", np.abs(D_learned - D_abs).max() < 1e-6)
-    exp.check("the parent's code is 0 where the child fires", f"{parent_code_with_child:.1e}",
-              parent_code_with_child < 1e-10)
+    exp.check(
+        "generating-dictionary 2.2 residuals = (0.09, 0.30)",
+        np.round(gen_res, 6).tolist(),
+        np.allclose(gen_res, [0.09, 0.30], atol=1e-8),
+    )
+    exp.check(
+        "F(generating) = 0.6765",
+        round(float(report.objective), 6),
+        abs(float(report.objective) - 0.6765) < 1e-8,
+    )
+    exp.check(
+        "learned from generating reaches F = 0.6 = Huber bound",
+        f"F = {float(learned.objective):.6f}, bound = {bound:.6f}",
+        abs(float(learned.objective) - 0.6) < 1e-8 and abs(bound - 0.6) < 1e-12,
+    )
+    exp.check(
+        "learned dictionary is the absorbed [p, (2p+1.5c)/2.5]",
+        f"max |atom error| {np.abs(D_learned - D_abs).max():.1e}",
+        np.abs(D_learned - D_abs).max() < 1e-6,
+    )
+    exp.check(
+        "the parent's code is 0 where the child fires",
+        f"{parent_code_with_child:.1e}",
+        parent_code_with_child < 1e-10,
+    )
 
     # ---- part 2: one parent, three exclusive children, widths 1..6 -----------------------
     widths = range(1, 6) if exp.quick else range(1, 7)
@@ -94,41 +123,70 @@ def main(argv=None):
         variants["noise 0.1, d = 8 (100 points)"] = width_sweep(noisy, widths, range(6), steps)
     rows = []
     for w in widths:
-        rows.append([w, THEORY_GAPS.get(w, "-")] + [v[w][0] for v in variants.values()]
-                    + [exact[w][1]])
+        rows.append(
+            [w, THEORY_GAPS.get(w, "-")] + [v[w][0] for v in variants.values()] + [exact[w][1]]
+        )
     exp.table(
         "One parent, three exclusive children: F - bound by width (best of seeds)",
-        ["k", "THEORY"] + [f"measured, {name}" for name in variants] + ["max 2.2 residual / lam (noiseless)"],
+        ["k", "THEORY"]
+        + [f"measured, {name}" for name in variants]
+        + ["max 2.2 residual / lam (noiseless)"],
         rows,
         note="Noiseless data have 4 distinct directions, so F = bound exactly from k = 4 (THEORY 3); "
-             "THEORY's positive values at k = 4, 5 are reproduced only with noise, whose exact level "
-             "THEORY does not state. Differences to THEORY are within 0.05 in both variants.",
+        "THEORY's positive values at k = 4, 5 are reproduced only with noise, whose exact level "
+        "THEORY does not state. Differences to THEORY are within 0.05 in both variants.",
     )
     gaps = np.array([exact[w][0] for w in widths])
-    exp.check("F - bound strictly decreasing for k < 4 (noiseless)", np.round(gaps[:4], 4).tolist(),
-              bool(np.all(np.diff(gaps[:4]) < -1e-6)))
-    exp.check("F = bound for k >= 4 (noiseless: 4 directions)", f"{gaps[3:].max():.1e}", gaps[3:].max() < 1e-8)
+    exp.check(
+        "F - bound strictly decreasing for k < 4 (noiseless)",
+        np.round(gaps[:4], 4).tolist(),
+        bool(np.all(np.diff(gaps[:4]) < -1e-6)),
+    )
+    exp.check(
+        "F = bound for k >= 4 (noiseless: 4 directions)",
+        f"{gaps[3:].max():.1e}",
+        gaps[3:].max() < 1e-8,
+    )
     for name, v in variants.items():
         diff = max(abs(v[w][0] - THEORY_GAPS[w]) for w in THEORY_GAPS if w in v)
-        exp.check(f"F - bound within 0.05 of THEORY's values, k = 1..5 ({name})", f"max diff {diff:.3f}", diff < 0.05)
+        exp.check(
+            f"F - bound within 0.05 of THEORY's values, k = 1..5 ({name})",
+            f"max diff {diff:.3f}",
+            diff < 0.05,
+        )
     P = np.eye(4)[0]
     U = unit(2 * P + 1.5 * np.eye(4)[1:])
     D3, D4 = exact[3][2], exact[4][2]
     cos3 = np.sort(np.max(D3 @ U.T, axis=0))
-    exp.check("k = 3: each child direction p + c_j has its own atom (parent absorbed)",
-              f"cosines {np.round(cos3, 3).tolist()}", cos3.min() > 0.9 and len(set(np.argmax(D3 @ U.T, axis=0))) == 3)
+    exp.check(
+        "k = 3: each child direction p + c_j has its own atom (parent absorbed)",
+        f"cosines {np.round(cos3, 3).tolist()}",
+        cos3.min() > 0.9 and len(set(np.argmax(D3 @ U.T, axis=0))) == 3,
+    )
     cos4 = np.max(D4 @ np.vstack([P, U]).T, axis=0)
-    exp.check("k = 4: the parent returns as its own atom, children stay p + c_j",
-              f"cosines {np.round(cos4, 4).tolist()}", cos4.min() > 0.999)
+    exp.check(
+        "k = 4: the parent returns as its own atom, children stay p + c_j",
+        f"cosines {np.round(cos4, 4).tolist()}",
+        cos4.min() > 0.999,
+    )
 
     # ---- figure ----------------------------------------------------------------------------
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     ax = axes[0]
     ax.bar(np.arange(2) - 0.2, gen_res, 0.4, label="generating [p, c]")
-    ax.bar(np.arange(2) + 0.2, np.maximum(np.asarray(learned.report.atoms.constraint), 1e-17), 0.4,
-           label="learned (absorbed)")
-    ax.set(xticks=[0, 1], xticklabels=["parent atom", "child atom"], yscale="log",
-           ylabel="|s_k/m_k - lam d_k|", title="Stationarity residual (THEORY 2.2)")
+    ax.bar(
+        np.arange(2) + 0.2,
+        np.maximum(np.asarray(learned.report.atoms.constraint), 1e-17),
+        0.4,
+        label="learned (absorbed)",
+    )
+    ax.set(
+        xticks=[0, 1],
+        xticklabels=["parent atom", "child atom"],
+        yscale="log",
+        ylabel="|s_k/m_k - lam d_k|",
+        title="Stationarity residual (THEORY 2.2)",
+    )
     ax.legend(fontsize=8)
     ax = axes[1]
     ks = sorted(THEORY_GAPS)
@@ -141,8 +199,13 @@ def main(argv=None):
     basis = np.vstack([P, U])
     table = np.vstack([D3 @ basis.T, np.full((1, 4), np.nan), D4 @ basis.T])
     im = ax.imshow(table, cmap="viridis", vmin=0, vmax=1)
-    ax.set(xticks=range(4), xticklabels=["p", "p+c1", "p+c2", "p+c3"],
-           yticks=[1, 5.5], yticklabels=["k = 3", "k = 4"], title="cos(atom, direction)")
+    ax.set(
+        xticks=range(4),
+        xticklabels=["p", "p+c1", "p+c2", "p+c3"],
+        yticks=[1, 5.5],
+        yticklabels=["k = 3", "k = 4"],
+        title="cos(atom, direction)",
+    )
     fig.colorbar(im, ax=ax)
     exp.savefig(fig)
     return exp.finish()

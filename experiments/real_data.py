@@ -33,8 +33,12 @@ def mlp_activations(steps, seed=0):
     X = jnp.asarray(digits.data / 16.0)
     y = jnp.asarray(digits.target)
     k1, k2 = jax.random.split(jax.random.key(seed))
-    params = {"W1": jax.random.normal(k1, (64, 32)) * 0.125, "b1": jnp.zeros(32),
-              "W2": jax.random.normal(k2, (32, 10)) * 0.18, "b2": jnp.zeros(10)}
+    params = {
+        "W1": jax.random.normal(k1, (64, 32)) * 0.125,
+        "b1": jnp.zeros(32),
+        "W2": jax.random.normal(k2, (32, 10)) * 0.18,
+        "b2": jnp.zeros(10),
+    }
 
     def hidden(p, X):
         return jax.nn.relu(X @ p["W1"] + p["b1"])
@@ -52,6 +56,7 @@ def mlp_activations(steps, seed=0):
             g = jax.grad(loss)(p)
             u, s = opt.update(g, s, p)
             return (optax.apply_updates(p, u), s), None
+
         return jax.lax.scan(step, (p, opt.init(p)), None, length=steps)[0][0]
 
     params = train(params)
@@ -74,17 +79,39 @@ def wide_limit_row(name, X, D, A):
     F = float(np.mean(0.5 * np.sum(R * R, axis=1) + LAM * A.sum(axis=1)))
     bound = float(wide_limit.bound(X, LAM))
     ratio = float(np.max(np.linalg.norm(R, axis=1)) / LAM)
-    return [name, "wide limit", D.shape[0], F, F - bound, max(constraint.max(), kkt), kkt, ratio, "-", 0, "-",
-            constraint]
+    return [
+        name,
+        "wide limit",
+        D.shape[0],
+        F,
+        F - bound,
+        max(constraint.max(), kkt),
+        kkt,
+        ratio,
+        "-",
+        0,
+        "-",
+        constraint,
+    ]
 
 
 def diagnose(exp, name, X, k, sae_steps, alt_steps):
     """Train the three models on X and return their table rows and per-atom residuals."""
     bound = float(wide_limit.bound(X, LAM))
-    sae = sd.train_sae(X, k, LAM, steps=sae_steps, batch_size=256, learning_rate=3e-3,
-                       chunk_size=sae_steps, stationarity_tol=0.0)
+    sae = sd.train_sae(
+        X,
+        k,
+        LAM,
+        steps=sae_steps,
+        batch_size=256,
+        learning_rate=3e-3,
+        chunk_size=sae_steps,
+        stationarity_tol=0.0,
+    )
     sae_report = optimality.certify(X, sae.dictionary, LAM)
-    alt = sd.learn_dictionary(X, k, LAM, max_steps=alt_steps, chunk_size=alt_steps, stationarity_tol=0.0)
+    alt = sd.learn_dictionary(
+        X, k, LAM, max_steps=alt_steps, chunk_size=alt_steps, stationarity_tol=0.0
+    )
     wide = wide_limit.solution(X, LAM)
     rows, per_atom = [], {}
     for method, report, extra in [
@@ -93,23 +120,45 @@ def diagnose(exp, name, X, k, sae_steps, alt_steps):
     ]:
         atoms = report.atoms
         used = ~np.asarray(atoms.dead)
-        rows.append([name, method, int(atoms.mass.shape[0]), float(report.objective),
-                     float(report.objective) - bound, float(report.stationary_residual),
-                     float(np.max(np.asarray(report.signals.kkt))) / LAM, float(report.free_atom.ratio),
-                     float(np.max(np.asarray(atoms.block_ratio)[used])), int(np.sum(~used)), extra])
+        rows.append(
+            [
+                name,
+                method,
+                int(atoms.mass.shape[0]),
+                float(report.objective),
+                float(report.objective) - bound,
+                float(report.stationary_residual),
+                float(np.max(np.asarray(report.signals.kkt))) / LAM,
+                float(report.free_atom.ratio),
+                float(np.max(np.asarray(atoms.block_ratio)[used])),
+                int(np.sum(~used)),
+                extra,
+            ]
+        )
         per_atom[method] = np.asarray(atoms.relative_constraint)[used]
     rows.append(wide_limit_row(name, X, *wide.compact()))
     per_atom["wide limit"] = rows[-1].pop()
     sae_stat, alt_stat, wide_stat = (r[5] for r in rows)
-    exp.check(f"{name}: wide limit attains the bound and is stationary",
-              f"F - bound {rows[2][4]:.1e}, residual {wide_stat:.1e}", abs(rows[2][4]) < 1e-10 and wide_stat < 1e-8)
-    exp.check(f"{name}: alternating is closer to stationarity than the SAE decoder",
-              f"{alt_stat:.2e} vs {sae_stat:.2e}", alt_stat < sae_stat)
-    exp.check(f"{name}: SAE amortisation gap >= 0", f"{float(sae.amortisation_gap):.4f}",
-              float(sae.amortisation_gap) >= -1e-9)
-    exp.check(f"{name}: finite dictionaries above the bound and fail the polar test (max|r|/lam > 1)",
-              f"F - bound {rows[0][4]:.4f} / {rows[1][4]:.4f}; ratio {rows[0][7]:.2f} / {rows[1][7]:.2f}",
-              min(rows[0][4], rows[1][4]) > 0 and min(rows[0][7], rows[1][7]) > 1)
+    exp.check(
+        f"{name}: wide limit attains the bound and is stationary",
+        f"F - bound {rows[2][4]:.1e}, residual {wide_stat:.1e}",
+        abs(rows[2][4]) < 1e-10 and wide_stat < 1e-8,
+    )
+    exp.check(
+        f"{name}: alternating is closer to stationarity than the SAE decoder",
+        f"{alt_stat:.2e} vs {sae_stat:.2e}",
+        alt_stat < sae_stat,
+    )
+    exp.check(
+        f"{name}: SAE amortisation gap >= 0",
+        f"{float(sae.amortisation_gap):.4f}",
+        float(sae.amortisation_gap) >= -1e-9,
+    )
+    exp.check(
+        f"{name}: finite dictionaries above the bound and fail the polar test (max|r|/lam > 1)",
+        f"F - bound {rows[0][4]:.4f} / {rows[1][4]:.4f}; ratio {rows[0][7]:.2f} / {rows[1][7]:.2f}",
+        min(rows[0][4], rows[1][4]) > 0 and min(rows[0][7], rows[1][7]) > 1,
+    )
     return rows, per_atom, bound
 
 
@@ -125,21 +174,36 @@ def main(argv=None):
         results[name] = diagnose(exp, name, X, k, sae_steps, alt_steps)
     exp.table(
         f"Three solutions of the same objective (lam = {LAM}; data scaled to mean norm 1)",
-        ["data", "method", "atoms", "F", "F - bound", "stationarity (max rel. 2.2 / KKT)", "max KKT / lam",
-         "max|r|/lam", "max block ratio", "dead", "amortisation gap"],
+        [
+            "data",
+            "method",
+            "atoms",
+            "F",
+            "F - bound",
+            "stationarity (max rel. 2.2 / KKT)",
+            "max KKT / lam",
+            "max|r|/lam",
+            "max block ratio",
+            "dead",
+            "amortisation gap",
+        ],
         [row for rows, _, _ in results.values() for row in rows],
         note=f"Patches: n = {len(patches)}, d = 64. MLP: n = {len(H)}, d = 32 hidden units, training "
-             f"accuracy {accuracy:.3f}. The SAE is certified by re-solving exact codes for its decoder "
-             "(`certify`); its amortisation gap is F(encoder codes) - F(exact codes).",
+        f"accuracy {accuracy:.3f}. The SAE is certified by re-solving exact codes for its decoder "
+        "(`certify`); its amortisation gap is F(encoder codes) - F(exact codes).",
     )
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for ax, (name, (rows, per_atom, bound)) in zip(axes, results.items()):
+    for ax, (name, (rows, per_atom, bound)) in zip(axes, results.items(), strict=False):
         for method, values in per_atom.items():
             values = np.sort(np.maximum(values, 1e-17))[::-1]
             ax.plot(np.arange(1, len(values) + 1) / len(values), values, label=method)
-        ax.set(yscale="log", xlabel="atom rank / width", ylabel="|s_k/m_k - lam d_k| / lam",
-               title=f"{name}: per-atom stationarity")
+        ax.set(
+            yscale="log",
+            xlabel="atom rank / width",
+            ylabel="|s_k/m_k - lam d_k| / lam",
+            title=f"{name}: per-atom stationarity",
+        )
         ax.legend(fontsize=8)
     exp.savefig(fig)
     return exp.finish()

@@ -34,8 +34,9 @@ def main(argv=None):
     exp = Experiment("residual_structure", argv, __doc__.splitlines()[0])
     n, k = (256, 8) if exp.quick else (2048, 8)
     X = sparse_features(n)
-    fit = sd.learn_dictionary(X, k, LAM, seed=0, max_steps=1000, chunk_size=25,
-                              stationarity_tol=1e-9)
+    fit = sd.learn_dictionary(
+        X, k, LAM, seed=0, max_steps=1000, chunk_size=25, stationarity_tol=1e-9
+    )
     D, A = np.asarray(fit.dictionary), np.asarray(fit.codes)
     R = X - A @ D
     G = R @ D.T  # correlations g_ik = d_k . r_i
@@ -73,33 +74,63 @@ def main(argv=None):
     exp.table(
         f"Converged optimum: n = {n}, d = 32, k = {k}, lam = {LAM}",
         ["quantity", "prediction", "measured"],
-        [["max_active |d_k . r_i - lam|", "0", np.abs(G[active] - LAM).max()],
-         ["max_inactive d_k . r_i - lam", "<= 0", (G[~active] - LAM).max()],
-         ["min ||r_i|| / lam over represented points", ">= 1", norms[represented].min() / LAM],
-         ["max_k ||s_k/m_k - lam d_k|| / lam", "0", constraint.max() / LAM],
-         ["max |r_i - closed form|", "0", closed_err],
-         ["max |cos| of top-3 residual directions with the 5 most-used atoms", "0.8-1.0 (THEORY 7)",
-          ", ".join(f"{v:.3f}" for v in best_align)],
-         ["top-3 residual directions: norm of projection on span of the used atoms", "near 1",
-          ", ".join(f"{v:.3f}" for v in in_span)],
-         ["steps, converged", "-", f"{fit.steps}, {fit.converged}"],
-         ["F, dead atoms", "-", f"{float(fit.objective):.5f}, {int(np.sum(~used))}"]],
+        [
+            ["max_active |d_k . r_i - lam|", "0", np.abs(G[active] - LAM).max()],
+            ["max_inactive d_k . r_i - lam", "<= 0", (G[~active] - LAM).max()],
+            ["min ||r_i|| / lam over represented points", ">= 1", norms[represented].min() / LAM],
+            ["max_k ||s_k/m_k - lam d_k|| / lam", "0", constraint.max() / LAM],
+            ["max |r_i - closed form|", "0", closed_err],
+            [
+                "max |cos| of top-3 residual directions with the 5 most-used atoms",
+                "0.8-1.0 (THEORY 7)",
+                ", ".join(f"{v:.3f}" for v in best_align),
+            ],
+            [
+                "top-3 residual directions: norm of projection on span of the used atoms",
+                "near 1",
+                ", ".join(f"{v:.3f}" for v in in_span),
+            ],
+            ["steps, converged", "-", f"{fit.steps}, {fit.converged}"],
+            ["F, dead atoms", "-", f"{float(fit.objective):.5f}, {int(np.sum(~used))}"],
+        ],
     )
-    exp.check("learning converged (certified stationarity <= 1e-9)", f"{float(fit.report.stationary_residual):.1e}",
-              fit.converged)
-    exp.check("d_k . r_i = lam on active pairs", f"{np.abs(G[active] - LAM).max():.1e}", np.abs(G[active] - LAM).max() < 1e-8)
-    exp.check("d_k . r_i <= lam off the support", f"{(G[~active] - LAM).max():.2e}", (G[~active] - LAM).max() < 1e-8)
-    exp.check("||r_i|| >= lam on represented points", f"min ||r_i||/lam = {norms[represented].min() / LAM:.6f}",
-              norms[represented].min() >= LAM * (1 - 1e-8))
-    exp.check("s_k/m_k = lam d_k for every used atom", f"{constraint.max() / LAM:.1e} (relative)",
-              constraint.max() / LAM < 1e-7)
+    exp.check(
+        "learning converged (certified stationarity <= 1e-9)",
+        f"{float(fit.report.stationary_residual):.1e}",
+        fit.converged,
+    )
+    exp.check(
+        "d_k . r_i = lam on active pairs",
+        f"{np.abs(G[active] - LAM).max():.1e}",
+        np.abs(G[active] - LAM).max() < 1e-8,
+    )
+    exp.check(
+        "d_k . r_i <= lam off the support",
+        f"{(G[~active] - LAM).max():.2e}",
+        (G[~active] - LAM).max() < 1e-8,
+    )
+    exp.check(
+        "||r_i|| >= lam on represented points",
+        f"min ||r_i||/lam = {norms[represented].min() / LAM:.6f}",
+        norms[represented].min() >= LAM * (1 - 1e-8),
+    )
+    exp.check(
+        "s_k/m_k = lam d_k for every used atom",
+        f"{constraint.max() / LAM:.1e} (relative)",
+        constraint.max() / LAM < 1e-7,
+    )
     exp.check("r_i = (I - Pi_S) x_i + lam D_S^T G_S^-1 1", f"{closed_err:.1e}", closed_err < 1e-8)
-    exp.check("top-3 residual directions lie in the span of the used atoms (>= 0.9)",
-              np.round(in_span, 3).tolist(), in_span.min() >= 0.9)
+    exp.check(
+        "top-3 residual directions lie in the span of the used atoms (>= 0.9)",
+        np.round(in_span, 3).tolist(),
+        in_span.min() >= 0.9,
+    )
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     ax = axes[0]
-    ax.hist(G[active], bins=np.linspace(LAM - 0.05, LAM + 0.05, 41), color="C0", label="active pairs")
+    ax.hist(
+        G[active], bins=np.linspace(LAM - 0.05, LAM + 0.05, 41), color="C0", label="active pairs"
+    )
     ax.hist(np.clip(G[~active], -1, None), bins=80, color="C1", alpha=0.5, label="inactive pairs")
     ax.axvline(LAM, color="k", ls="--", label="lam")
     ax.set(xlabel="d_k . r_i", ylabel="count", yscale="log", title="Correlations with the residual")
@@ -112,8 +143,13 @@ def main(argv=None):
     ax.legend(fontsize=8)
     ax = axes[2]
     im = ax.imshow(align, vmin=0, vmax=1, cmap="viridis")
-    ax.set(xlabel="atoms, most used first", ylabel="residual covariance eigvec",
-           xticks=range(5), yticks=range(3), title="|cos| alignment")
+    ax.set(
+        xlabel="atoms, most used first",
+        ylabel="residual covariance eigvec",
+        xticks=range(5),
+        yticks=range(3),
+        title="|cos| alignment",
+    )
     fig.colorbar(im, ax=ax)
     exp.savefig(fig)
     return exp.finish()

@@ -55,31 +55,65 @@ def main(argv=None):
     per_leaf = 6 if exp.quick else 15
     X, centres, leaves, labels = hierarchical_clusters(per_leaf)
     widths = [1, 2, 4, 12, 24] if exp.quick else [1, 2, 4, 8, 12, 24, 48, 96]
-    rows, dictionaries = sweep(X, widths, range(2 if exp.quick else 4), LAM, 40 if exp.quick else 100)
+    rows, dictionaries = sweep(
+        X, widths, range(2 if exp.quick else 4), LAM, 40 if exp.quick else 100
+    )
     best = best_by_width(rows, dictionaries)
     bound = float(wide_limit.bound(X, LAM))
     wide = wide_limit.solution(X, LAM)
     D_wide, A_wide = wide.compact()
     wide_report = optimality.residuals(X, D_wide, A_wide, LAM)
     gaps = np.array([best[w][0]["gap_to_bound"] for w in widths])
-    table = [[w, best[w][0]["objective"], best[w][0]["gap_to_bound"], best[w][0]["max_relative_constraint"],
-              best[w][0]["free_atom_ratio"], int(best[w][0]["dead_atoms"])] for w in widths]
-    table.append([f"wide limit ({D_wide.shape[0]})", float(wide.value), float(wide.value) - bound,
-                  float(np.max(wide_report.atoms.relative_constraint)), float(wide_report.free_atom.ratio), 0])
-    exp.table(f"Objective against width: {len(X)} points, 4 clusters x 3 sub-clusters, lam = {LAM}",
-              ["width", "F (best seed)", "F - bound", "max rel. 2.2 residual", "max|r|/lam", "dead"], table,
-              note=f"Huber bound {bound:.5f}.")
-    exp.check("F - bound nonincreasing in width", np.round(gaps, 4).tolist(), bool(np.all(np.diff(gaps) <= 1e-9)))
-    exp.check("F - bound falls below 5% of its width-1 value at the largest width",
-              f"{gaps[-1] / gaps[0]:.3%}", gaps[-1] / gaps[0] < 0.05)
-    exp.check("wide limit attains the bound and is exactly stationary (polar test max|r|/lam = 1)",
-              f"F - bound {float(wide.value) - bound:.1e}, residual {float(np.max(wide_report.atoms.relative_constraint)):.1e}, "
-              f"ratio {float(wide_report.free_atom.ratio):.6f}",
-              abs(float(wide.value) - bound) < 1e-12 and float(np.max(wide_report.atoms.relative_constraint)) < 1e-10
-              and float(wide_report.free_atom.ratio) <= 1 + 1e-9)
-    exp.check("finite widths fail the polar test (max|r|/lam > 1): a new atom would help",
-              np.round([best[w][0]["free_atom_ratio"] for w in widths], 3).tolist(),
-              all(best[w][0]["free_atom_ratio"] > 1 for w in widths))
+    table = [
+        [
+            w,
+            best[w][0]["objective"],
+            best[w][0]["gap_to_bound"],
+            best[w][0]["max_relative_constraint"],
+            best[w][0]["free_atom_ratio"],
+            int(best[w][0]["dead_atoms"]),
+        ]
+        for w in widths
+    ]
+    table.append(
+        [
+            f"wide limit ({D_wide.shape[0]})",
+            float(wide.value),
+            float(wide.value) - bound,
+            float(np.max(wide_report.atoms.relative_constraint)),
+            float(wide_report.free_atom.ratio),
+            0,
+        ]
+    )
+    exp.table(
+        f"Objective against width: {len(X)} points, 4 clusters x 3 sub-clusters, lam = {LAM}",
+        ["width", "F (best seed)", "F - bound", "max rel. 2.2 residual", "max|r|/lam", "dead"],
+        table,
+        note=f"Huber bound {bound:.5f}.",
+    )
+    exp.check(
+        "F - bound nonincreasing in width",
+        np.round(gaps, 4).tolist(),
+        bool(np.all(np.diff(gaps) <= 1e-9)),
+    )
+    exp.check(
+        "F - bound falls below 5% of its width-1 value at the largest width",
+        f"{gaps[-1] / gaps[0]:.3%}",
+        gaps[-1] / gaps[0] < 0.05,
+    )
+    exp.check(
+        "wide limit attains the bound and is exactly stationary (polar test max|r|/lam = 1)",
+        f"F - bound {float(wide.value) - bound:.1e}, residual {float(np.max(wide_report.atoms.relative_constraint)):.1e}, "
+        f"ratio {float(wide_report.free_atom.ratio):.6f}",
+        abs(float(wide.value) - bound) < 1e-12
+        and float(np.max(wide_report.atoms.relative_constraint)) < 1e-10
+        and float(wide_report.free_atom.ratio) <= 1 + 1e-9,
+    )
+    exp.check(
+        "finite widths fail the polar test (max|r|/lam > 1): a new atom would help",
+        np.round([best[w][0]["free_atom_ratio"] for w in widths], 3).tolist(),
+        all(best[w][0]["free_atom_ratio"] > 1 for w in widths),
+    )
     D4, D12 = best[4][1], best[12][1]
     # random initialisations can stall at width 12 (two atoms on one sub-cluster, two sub-clusters
     # sharing one); the exchange test finds such a point and its swap fixes it (THEORY 4.3)
@@ -88,21 +122,32 @@ def main(argv=None):
         test12 = optimality.exchange(X, D12, LAM)
         if not test12.violated:
             break
-        relearned = sd.learn_dictionary(X, 12, LAM, init=np.asarray(test12.swap_dictionary), max_steps=100)
+        relearned = sd.learn_dictionary(
+            X, 12, LAM, init=np.asarray(test12.swap_dictionary), max_steps=100
+        )
         D12 = np.asarray(relearned.dictionary)
         F12.append(float(relearned.objective))
     cos4 = np.max(D4 @ centres.T, axis=0)
     leaf_cos = np.max(D12 @ leaves.T, axis=0)
     parent_of_leaf = np.argmax(D4 @ D12[np.argmax(D12 @ leaves.T, axis=0)].T, axis=0)
     parent_true = np.argmax(D4 @ centres.T, axis=0)[np.repeat(np.arange(4), 3)]
-    exp.check("width 4: one atom per cluster (cos with centre > 0.9)", np.round(cos4, 3).tolist(), cos4.min() > 0.9)
-    exp.check("width 12, best seed improved by exchange swaps until the test passes",
-              " -> ".join(f"{F - bound:.4f}" for F in F12) + " (F - bound)", not test12.violated)
+    exp.check(
+        "width 4: one atom per cluster (cos with centre > 0.9)",
+        np.round(cos4, 3).tolist(),
+        cos4.min() > 0.9,
+    )
+    exp.check(
+        "width 12, best seed improved by exchange swaps until the test passes",
+        " -> ".join(f"{F - bound:.4f}" for F in F12) + " (F - bound)",
+        not test12.violated,
+    )
     distinct = len(set(np.argmax(D12 @ leaves.T, axis=0))) == 12
-    exp.check("width 12: one atom per sub-cluster (distinct, cos > 0.98), 3 under each width-4 atom",
-              f"min cos {leaf_cos.min():.3f}; distinct {distinct}; parents match: "
-              f"{bool(np.all(parent_of_leaf == parent_true))}",
-              leaf_cos.min() > 0.98 and distinct and bool(np.all(parent_of_leaf == parent_true)))
+    exp.check(
+        "width 12: one atom per sub-cluster (distinct, cos > 0.98), 3 under each width-4 atom",
+        f"min cos {leaf_cos.min():.3f}; distinct {distinct}; parents match: "
+        f"{bool(np.all(parent_of_leaf == parent_true))}",
+        leaf_cos.min() > 0.98 and distinct and bool(np.all(parent_of_leaf == parent_true)),
+    )
 
     # ---- part 2: the exchange test -------------------------------------------------------------
     Xe, D_bad0 = exchange_data(5 if exp.quick else 20)
@@ -110,29 +155,55 @@ def main(argv=None):
     D_bad = np.asarray(stuck.dictionary)
     report = stuck.report
     test = optimality.exchange(Xe, D_bad, LAM)
-    fixed = sd.learn_dictionary(Xe, 3, LAM, init=np.asarray(test.swap_dictionary), max_steps=200, chunk_size=20)
+    fixed = sd.learn_dictionary(
+        Xe, 3, LAM, init=np.asarray(test.swap_dictionary), max_steps=200, chunk_size=20
+    )
     bound_e = float(wide_limit.bound(Xe, LAM))
     exp.table(
         "Exchange test at width 3 (clusters A1, A2 at +-6 deg; B, C at +-30 deg; lam = 0.3)",
         ["dictionary", "F", "F - bound", "max rel. 2.2 residual", "max block ratio"],
-        [["local optimum [A1, A2, (B+C)/2]", float(stuck.objective), float(stuck.objective) - bound_e,
-          float(report.stationary_residual), float(np.max(report.atoms.block_ratio))],
-         ["after the swap, re-learned", float(fixed.objective), float(fixed.objective) - bound_e,
-          float(fixed.report.stationary_residual), float(np.max(fixed.report.atoms.block_ratio))]],
+        [
+            [
+                "local optimum [A1, A2, (B+C)/2]",
+                float(stuck.objective),
+                float(stuck.objective) - bound_e,
+                float(report.stationary_residual),
+                float(np.max(report.atoms.block_ratio)),
+            ],
+            [
+                "after the swap, re-learned",
+                float(fixed.objective),
+                float(fixed.objective) - bound_e,
+                float(fixed.report.stationary_residual),
+                float(np.max(fixed.report.atoms.block_ratio)),
+            ],
+        ],
         note=f"Split gains {np.round(np.asarray(test.split_gain), 4).tolist()}, removal costs "
-             f"{np.round(np.asarray(test.removal_cost), 4).tolist()}; swap: split atom {test.split_atom}, "
-             f"remove atom {test.removed_atom}, F after swap (before re-learning) {float(test.swap_objective):.4f}. "
-             "THEORY 4.3's own example: 0.8773 -> 0.5967.",
+        f"{np.round(np.asarray(test.removal_cost), 4).tolist()}; swap: split atom {test.split_atom}, "
+        f"remove atom {test.removed_atom}, F after swap (before re-learning) {float(test.swap_objective):.4f}. "
+        "THEORY 4.3's own example: 0.8773 -> 0.5967.",
     )
-    exp.check("the bad dictionary is a first-order stationary point", f"{float(report.stationary_residual):.1e}",
-              float(report.stationary_residual) < 1e-8)
-    exp.check("and passes the block test (all ratios < 1)", f"max {float(np.max(report.atoms.block_ratio)):.3f}",
-              float(np.max(report.atoms.block_ratio)) < 1)
-    exp.check("the exchange test flags it (max split gain > min removal cost)",
-              f"gain {float(np.max(test.split_gain)):.4f} vs cost {float(np.min(test.removal_cost)):.4f}", test.violated)
-    exp.check("the swap lowers F", f"{float(stuck.objective):.4f} -> {float(test.swap_objective):.4f} -> "
-              f"{float(fixed.objective):.4f} (re-learned)",
-              float(fixed.objective) < float(stuck.objective) - 1e-3)
+    exp.check(
+        "the bad dictionary is a first-order stationary point",
+        f"{float(report.stationary_residual):.1e}",
+        float(report.stationary_residual) < 1e-8,
+    )
+    exp.check(
+        "and passes the block test (all ratios < 1)",
+        f"max {float(np.max(report.atoms.block_ratio)):.3f}",
+        float(np.max(report.atoms.block_ratio)) < 1,
+    )
+    exp.check(
+        "the exchange test flags it (max split gain > min removal cost)",
+        f"gain {float(np.max(test.split_gain)):.4f} vs cost {float(np.min(test.removal_cost)):.4f}",
+        test.violated,
+    )
+    exp.check(
+        "the swap lowers F",
+        f"{float(stuck.objective):.4f} -> {float(test.swap_objective):.4f} -> "
+        f"{float(fixed.objective):.4f} (re-learned)",
+        float(fixed.objective) < float(stuck.objective) - 1e-3,
+    )
 
     # ---- figure --------------------------------------------------------------------------------
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -144,15 +215,22 @@ def main(argv=None):
     ax = axes[1]
     im = ax.imshow(np.abs(D12 @ np.vstack([centres, leaves]).T), vmin=0, vmax=1, aspect="auto")
     ax.axvline(3.5, color="w")
-    ax.set(xlabel="4 cluster centres | 12 sub-cluster directions", ylabel="width-12 atoms",
-           title="Clusters refined at width 12")
+    ax.set(
+        xlabel="4 cluster centres | 12 sub-cluster directions",
+        ylabel="width-12 atoms",
+        title="Clusters refined at width 12",
+    )
     fig.colorbar(im, ax=ax)
     ax = axes[2]
     x = np.arange(3)
     ax.bar(x - 0.2, np.asarray(test.split_gain), 0.4, label="split gain")
     ax.bar(x + 0.2, np.asarray(test.removal_cost), 0.4, label="removal cost")
-    ax.set(xticks=x, xticklabels=["A1", "A2", "(B+C)/2"], ylabel="change in F",
-           title=f"Exchange test: F {float(stuck.objective):.3f} -> {float(fixed.objective):.3f}")
+    ax.set(
+        xticks=x,
+        xticklabels=["A1", "A2", "(B+C)/2"],
+        ylabel="change in F",
+        title=f"Exchange test: F {float(stuck.objective):.3f} -> {float(fixed.objective):.3f}",
+    )
     ax.legend(fontsize=8)
     exp.savefig(fig)
     return exp.finish()

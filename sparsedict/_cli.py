@@ -35,7 +35,9 @@ def _demo(args) -> int:
     elapsed = time.perf_counter() - start
     print(f"solved in {elapsed:.2f} s (including compilation)\n")
     print("per-signal certificates (first 8 signals):")
-    print(f"{'signal':>6} {'L0':>4} {'primal':>10} {'gap':>10} {'rel. gap':>10} {'KKT':>10} {'conv.':>6}")
+    print(
+        f"{'signal':>6} {'L0':>4} {'primal':>10} {'gap':>10} {'rel. gap':>10} {'KKT':>10} {'conv.':>6}"
+    )
     for i in range(min(8, args.n)):
         print(
             f"{i:>6} {int((result.codes[i] > 0).sum()):>4} {float(result.primal[i]):>10.4f} "
@@ -83,7 +85,9 @@ def _sweep_on_this_host(args) -> int:
 
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts (GPUs use NCCL)
         jax.distributed.initialize(
-            coordinator_address=args.coordinator, num_processes=args.num_processes, process_id=args.process_id
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
         )
     dtype = _float_dtype(args)
     import jax
@@ -95,7 +99,9 @@ def _sweep_on_this_host(args) -> int:
     from sparsedict._sweep._store import ResultStore
 
     if args.data and args.learner == "online":
-        X = sd.streaming.open_signals(args.data, key=args.key)  # streamed: only minibatches are read
+        X = sd.streaming.open_signals(
+            args.data, key=args.key
+        )  # streamed: only minibatches are read
         source = f"{args.data} (streamed, {np.dtype(X.dtype).name})"
     elif args.data:
         X = np.asarray(datasets.load_array(args.data, args.key), dtype)
@@ -107,22 +113,42 @@ def _sweep_on_this_host(args) -> int:
     else:
         X, source = datasets.feature_mixture(args.n, args.d, seed=0, dtype=dtype), "feature mixture"
     spec = sd.SweepSpec(
-        widths=args.widths, seeds=args.seeds, lams=args.lams, steps=args.steps,
-        chunk_size=args.chunk_size, buckets=args.buckets, stationarity_tol=args.stationarity_tol,
-        learner=args.learner, batch_size=args.batch_size, eval_size=args.eval_size, layout=args.layout,
+        widths=args.widths,
+        seeds=args.seeds,
+        lams=args.lams,
+        steps=args.steps,
+        chunk_size=args.chunk_size,
+        buckets=args.buckets,
+        stationarity_tol=args.stationarity_tol,
+        learner=args.learner,
+        batch_size=args.batch_size,
+        eval_size=args.eval_size,
+        layout=args.layout,
         solver=args.solver,
     )
     budget = None if args.memory_budget is None else _bytes(args.memory_budget)
     if args.dry_run:
-        print(sd.run_sweep(X, spec, dry_run=True, memory_budget=budget, member_batch=args.member_batch))
+        print(
+            sd.run_sweep(
+                X, spec, dry_run=True, memory_budget=budget, member_batch=args.member_batch
+            )
+        )
         return 0
-    print(f"sparsedict sweep: {source}, n={X.shape[0]}, d={X.shape[1]}; widths {spec.widths}, "
-          f"seeds {spec.seeds}, lams {spec.lams}; {len(spec.members())} members in "
-          f"{len(spec.grouped())} buckets on {len(jax.devices())} {jax.devices()[0].platform} device(s); "
-          f"results in {args.out}")
+    print(
+        f"sparsedict sweep: {source}, n={X.shape[0]}, d={X.shape[1]}; widths {spec.widths}, "
+        f"seeds {spec.seeds}, lams {spec.lams}; {len(spec.members())} members in "
+        f"{len(spec.grouped())} buckets on {len(jax.devices())} {jax.devices()[0].platform} device(s); "
+        f"results in {args.out}"
+    )
     start = time.perf_counter()
-    rows = sd.run_sweep(X, spec, out=args.out, verbose=not args.quiet, memory_budget=budget,
-                        member_batch=args.member_batch)
+    rows = sd.run_sweep(
+        X,
+        spec,
+        out=args.out,
+        verbose=not args.quiet,
+        memory_budget=budget,
+        member_batch=args.member_batch,
+    )
     if jax.process_index() != 0:
         return 0  # the first host prints and plots
     print(f"\nswept in {time.perf_counter() - start:.1f} s; mean over seeds per width:")
@@ -132,10 +158,14 @@ def _sweep_on_this_host(args) -> int:
         for width in sorted(set(spec.widths)):
             sel = [r for r in rows if r["lam"] == lam and r["width"] == width]
             mean = lambda key: float(np.mean([r[key] for r in sel]))
-            print(f"{lam:>6g} {width:>6d} {mean('objective'):>10.5f} {mean('bound'):>9.5f} "
-                  f"{mean('gap_to_bound'):>9.5f} {mean('mean_l0'):>6.2f} {mean('dead_atoms'):>5.1f} "
-                  f"{mean('explained_variance'):>8.4f} {max(r['max_relative_constraint'] for r in sel):>12.2e}")
-    print("(stationarity: largest per-atom |s_k/m_k - lam d_k| / lam over seeds; 0 at a stationary point)")
+            print(
+                f"{lam:>6g} {width:>6d} {mean('objective'):>10.5f} {mean('bound'):>9.5f} "
+                f"{mean('gap_to_bound'):>9.5f} {mean('mean_l0'):>6.2f} {mean('dead_atoms'):>5.1f} "
+                f"{mean('explained_variance'):>8.4f} {max(r['max_relative_constraint'] for r in sel):>12.2e}"
+            )
+    print(
+        "(stationarity: largest per-atom |s_k/m_k - lam d_k| / lam over seeds; 0 at a stationary point)"
+    )
     paths = write_plots(rows, ResultStore(args.out, spec).per_atom(), args.out)
     if paths:
         print("plots: " + ", ".join(paths))
@@ -168,7 +198,9 @@ def _certify(args) -> int:
     report = sd.optimality.certify(X, D, args.lam)
     print(report)
     bound = float(sd.wide_limit.bound(X, args.lam))
-    print(f"wide-limit bound {bound:.6g}; objective - bound = {float(report.objective) - bound:.4g}")
+    print(
+        f"wide-limit bound {bound:.6g}; objective - bound = {float(report.objective) - bound:.4g}"
+    )
     return 0
 
 
@@ -208,45 +240,94 @@ def main(argv=None) -> int:
     )
     sweep.add_argument("--data", help="your activations: .npy, .npz or .safetensors, shape (n, d)")
     sweep.add_argument("--key", help="array name inside an .npz/.safetensors file")
-    sweep.add_argument("--dataset", default="features", choices=["features", "patches"],
-                       help="built-in data when --data is absent: a mixture of independent, "
-                       "hierarchical and dense antipodal features (default), or 8x8 natural-image "
-                       "patches (needs scikit-learn)")
+    sweep.add_argument(
+        "--dataset",
+        default="features",
+        choices=["features", "patches"],
+        help="built-in data when --data is absent: a mixture of independent, "
+        "hierarchical and dense antipodal features (default), or 8x8 natural-image "
+        "patches (needs scikit-learn)",
+    )
     sweep.add_argument("--n", type=int, default=1024, help="built-in data: number of signals")
     sweep.add_argument("--d", type=int, default=32, help="built-in feature mixture: dimension")
-    sweep.add_argument("--widths", type=_ints, default=(4, 8, 16, 32, 64), help="comma-separated widths")
+    sweep.add_argument(
+        "--widths", type=_ints, default=(4, 8, 16, 32, 64), help="comma-separated widths"
+    )
     sweep.add_argument("--seeds", type=_ints, default=(0, 1), help="comma-separated seeds")
     sweep.add_argument("--lams", type=_floats, default=(0.1,), help="comma-separated L1 penalties")
-    sweep.add_argument("--steps", type=int, default=30, help="alternating-minimisation steps per member")
+    sweep.add_argument(
+        "--steps", type=int, default=30, help="alternating-minimisation steps per member"
+    )
     sweep.add_argument("--chunk-size", type=int, default=10, help="steps per compiled chunk")
-    sweep.add_argument("--buckets", default="pow2", choices=["pow2", "single"],
-                       help="pad widths to powers of two (default) or all to the largest (one compile)")
-    sweep.add_argument("--stationarity-tol", type=float, default=0.0,
-                       help="stop a bucket early once every member's certified residual is below this")
-    sweep.add_argument("--learner", default="alternating", choices=["alternating", "online"],
-                       help="alternating: exact codes of all data each step (data on the device); "
-                       "online: minibatches streamed from --data (.npy, or shards: a glob of "
-                       ".npz/.safetensors files) without loading it")
+    sweep.add_argument(
+        "--buckets",
+        default="pow2",
+        choices=["pow2", "single"],
+        help="pad widths to powers of two (default) or all to the largest (one compile)",
+    )
+    sweep.add_argument(
+        "--stationarity-tol",
+        type=float,
+        default=0.0,
+        help="stop a bucket early once every member's certified residual is below this",
+    )
+    sweep.add_argument(
+        "--learner",
+        default="alternating",
+        choices=["alternating", "online"],
+        help="alternating: exact codes of all data each step (data on the device); "
+        "online: minibatches streamed from --data (.npy, or shards: a glob of "
+        ".npz/.safetensors files) without loading it",
+    )
     sweep.add_argument("--batch-size", type=int, default=1024, help="online minibatch size")
-    sweep.add_argument("--eval-size", type=int, default=4096,
-                       help="online: signals of the final summary (the first ones of the data)")
-    sweep.add_argument("--solver", default="active_set", choices=["active_set", "fista", "cd"],
-                       help="coding solver (fista is the accelerator workhorse)")
-    sweep.add_argument("--layout", default="members", choices=["members", "data"],
-                       help="split members over the devices (default) or the signals/minibatches")
-    sweep.add_argument("--member-batch", type=int, default=None,
-                       help="members trained at once per device (default: 1 on CPU, all on accelerators)")
-    sweep.add_argument("--memory-budget", default=None,
-                       help="device memory the sweep may use per device, e.g. 12GB (default: detected)")
-    sweep.add_argument("--dry-run", action="store_true",
-                       help="compile every bucket, print the predicted peak device memory, train nothing")
-    sweep.add_argument("--distributed", action="store_true",
-                       help="multi-host: call jax.distributed.initialize() first (arguments below, or "
-                       "detected from the cluster environment: SLURM, Open MPI, Cloud TPU)")
-    sweep.add_argument("--coordinator", default=None, help="with --distributed: host:port of process 0")
+    sweep.add_argument(
+        "--eval-size",
+        type=int,
+        default=4096,
+        help="online: signals of the final summary (the first ones of the data)",
+    )
+    sweep.add_argument(
+        "--solver",
+        default="active_set",
+        choices=["active_set", "fista", "cd"],
+        help="coding solver (fista is the accelerator workhorse)",
+    )
+    sweep.add_argument(
+        "--layout",
+        default="members",
+        choices=["members", "data"],
+        help="split members over the devices (default) or the signals/minibatches",
+    )
+    sweep.add_argument(
+        "--member-batch",
+        type=int,
+        default=None,
+        help="members trained at once per device (default: 1 on CPU, all on accelerators)",
+    )
+    sweep.add_argument(
+        "--memory-budget",
+        default=None,
+        help="device memory the sweep may use per device, e.g. 12GB (default: detected)",
+    )
+    sweep.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="compile every bucket, print the predicted peak device memory, train nothing",
+    )
+    sweep.add_argument(
+        "--distributed",
+        action="store_true",
+        help="multi-host: call jax.distributed.initialize() first (arguments below, or "
+        "detected from the cluster environment: SLURM, Open MPI, Cloud TPU)",
+    )
+    sweep.add_argument(
+        "--coordinator", default=None, help="with --distributed: host:port of process 0"
+    )
     sweep.add_argument("--num-processes", type=int, default=None, help="with --distributed")
     sweep.add_argument("--process-id", type=int, default=None, help="with --distributed")
-    sweep.add_argument("--out", default="sweep_results", help="results folder (default sweep_results)")
+    sweep.add_argument(
+        "--out", default="sweep_results", help="results folder (default sweep_results)"
+    )
     sweep.add_argument("--float64", action="store_true", help="train in float64")
     sweep.add_argument("--quiet", action="store_true", help="no progress output")
     sweep.set_defaults(run=_sweep)
@@ -258,12 +339,16 @@ def main(argv=None) -> int:
         "report of THEORY sections 1-4: per-atom stationarity residuals (worst first), KKT, gaps, "
         "the free-atom test, and the gap to the wide-limit bound.",
     )
-    cert.add_argument("--dictionary", required=True, help=".npy/.npz/.safetensors, atoms as rows (k, d)")
+    cert.add_argument(
+        "--dictionary", required=True, help=".npy/.npz/.safetensors, atoms as rows (k, d)"
+    )
     cert.add_argument("--dictionary-key", help="array name inside the dictionary file")
     cert.add_argument("--data", required=True, help=".npy/.npz/.safetensors signals (n, d)")
     cert.add_argument("--data-key", help="array name inside the data file")
     cert.add_argument("--lam", type=float, required=True, help="the L1 penalty")
-    cert.add_argument("--transpose", action="store_true", help="the file holds atoms as columns (d, k)")
+    cert.add_argument(
+        "--transpose", action="store_true", help="the file holds atoms as columns (d, k)"
+    )
     cert.add_argument("--normalize", action="store_true", help="normalise atoms to unit norm first")
     cert.add_argument("--float64", action="store_true")
     cert.set_defaults(run=_certify)

@@ -44,7 +44,9 @@ class Certificate(NamedTuple):
         return self.gap / jnp.maximum(self.primal, tiny)
 
 
-def residual(X: Float[Array, "*batch d"], D: Float[Array, "k d"], codes) -> Float[Array, "*batch d"]:
+def residual(
+    X: Float[Array, "*batch d"], D: Float[Array, "k d"], codes
+) -> Float[Array, "*batch d"]:
     """`r = x - a D`."""
     return X - codes @ D
 

@@ -67,7 +67,9 @@ def _pick(names, key, path):
 
 def npz(path, key=None) -> Stored:
     with zipfile.ZipFile(path) as z:
-        members = {name.removesuffix(".npy"): info for name in z.namelist() for info in [z.getinfo(name)]}
+        members = {
+            name.removesuffix(".npy"): info for name in z.namelist() for info in [z.getinfo(name)]
+        }
         name = _pick(members, key, path)
         info = members[name]
         with z.open(info) as f:
@@ -101,14 +103,18 @@ def safetensors(path, key=None) -> Stored:
     if entry["dtype"] not in _SAFETENSORS_DTYPES:
         raise TypeError(f"{path}[{name}]: unsupported safetensors dtype {entry['dtype']}")
     begin, _ = entry["data_offsets"]
-    return Stored(path, 8 + size + begin, tuple(entry["shape"]), _SAFETENSORS_DTYPES[entry["dtype"]])
+    return Stored(
+        path, 8 + size + begin, tuple(entry["shape"]), _SAFETENSORS_DTYPES[entry["dtype"]]
+    )
 
 
 def parse(path, key=None) -> Stored:
     """The `Stored` record of `path` (`.npy`, `.npz` or `.safetensors`; `key` picks an array)."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise IsADirectoryError(f"{path} is a directory: pass its files, or a glob like '{path}/*.npy'")
+        raise IsADirectoryError(
+            f"{path} is a directory: pass its files, or a glob like '{path}/*.npy'"
+        )
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
     if path.endswith(".npy"):

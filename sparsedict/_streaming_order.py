@@ -38,12 +38,19 @@ class Shuffle(eqx.Module):
         B, blocks = self.block_rows, -(-n // self.block_rows)
         order = np.random.default_rng([seed, epoch, 0]).permutation(blocks)
         sizes = np.minimum(B, n - order * B)
-        starts = np.concatenate([[0], np.cumsum(np.add.reduceat(sizes, np.arange(0, blocks, self.window)))])
+        starts = np.concatenate(
+            [[0], np.cumsum(np.add.reduceat(sizes, np.arange(0, blocks, self.window)))]
+        )
         return order, starts
 
     def _group(self, n, seed, epoch, order, g):
         B = self.block_rows
-        rows = np.concatenate([np.arange(b * B, min(n, (b + 1) * B)) for b in order[g * self.window : (g + 1) * self.window]])
+        rows = np.concatenate(
+            [
+                np.arange(b * B, min(n, (b + 1) * B))
+                for b in order[g * self.window : (g + 1) * self.window]
+            ]
+        )
         return rows[np.random.default_rng([seed, epoch, 1 + g]).permutation(rows.size)]
 
     def rows(self, n: int, seed: int, start: int, stop: int) -> np.ndarray:
@@ -75,7 +82,9 @@ def check_finite(values, rows, name, context):
         where = f"rows {bad[0]}-{bad[-1]}"
     else:
         where = "row " if bad.size == 1 else "rows "
-        where += ", ".join(map(str, bad[:5])) + (f" and {bad.size - 5} more" if bad.size > 5 else "")
+        where += ", ".join(map(str, bad[:5])) + (
+            f" and {bad.size - 5} more" if bad.size > 5 else ""
+        )
     raise ValueError(f"{name} contains NaN or inf in {where} (read for {context})")
 
 
@@ -87,8 +96,20 @@ class Minibatches:
     NaN or inf raises a `ValueError` naming the source and the rows.
     """
 
-    def __init__(self, source: SignalSource, batch_size: int, seed: int = 0, *, shuffle: Shuffle | None = None, dtype=None):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    def __init__(
+        self,
+        source: SignalSource,
+        batch_size: int,
+        seed: int = 0,
+        *,
+        shuffle: Shuffle | None = None,
+        dtype=None,
+    ):
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1
+        ):
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be an int >= 0 for a streamed shuffle, got {seed!r}")
@@ -99,7 +120,9 @@ class Minibatches:
     def rows(self, step: int, count: int) -> np.ndarray:
         """Row indices of minibatches `step, ..., step + count - 1`, shape (count, batch_size)."""
         b = self.batch_size
-        return self.shuffle.rows(self.source.n, self.seed, step * b, (step + count) * b).reshape(count, b)
+        return self.shuffle.rows(self.source.n, self.seed, step * b, (step + count) * b).reshape(
+            count, b
+        )
 
     def batches(self, step: int, count: int) -> np.ndarray:
         """Minibatches `step, ..., step + count - 1` as a host array (count, batch_size, d)."""

@@ -29,10 +29,24 @@ class Prefetcher:
     Use it as a context manager, or call `close()`, to stop the thread.
     """
 
-    def __init__(self, minibatches: Minibatches, count: int, *, depth: int = 2, stop: int | None = None, device=None):
+    def __init__(
+        self,
+        minibatches: Minibatches,
+        count: int,
+        *,
+        depth: int = 2,
+        stop: int | None = None,
+        device=None,
+    ):
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
             raise ValueError(f"prefetch depth must be an int >= 0, got {depth!r}")
-        self.minibatches, self.count, self.depth, self.stop, self.device = minibatches, count, depth, stop, device
+        self.minibatches, self.count, self.depth, self.stop, self.device = (
+            minibatches,
+            count,
+            depth,
+            stop,
+            device,
+        )
         self._thread, self._next = None, None
         self._halt, self._queue = threading.Event(), None
 
@@ -60,7 +74,9 @@ class Prefetcher:
     def _start(self, step):
         self.close()
         self._halt, self._queue = threading.Event(), queue.Queue(maxsize=self.depth)
-        self._thread = threading.Thread(target=self._work, args=(step,), daemon=True, name="sparsedict-prefetch")
+        self._thread = threading.Thread(
+            target=self._work, args=(step,), daemon=True, name="sparsedict-prefetch"
+        )
         self._thread.start()
         self._next = step
 

@@ -67,7 +67,7 @@ class SignalSource(abc.ABC):
         run_start = wanted[np.concatenate([[0], np.flatnonzero(np.diff(run_id)) + 1])][run_id]
         piece = np.stack([run_id, (wanted - run_start) // run])
         cuts = np.flatnonzero(np.any(np.diff(piece, axis=1) != 0, axis=0)) + 1
-        for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [rows.size]])):
+        for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [rows.size]]), strict=False):
             first, last = int(wanted[lo]), int(wanted[hi - 1])
             out[order[lo:hi]] = self.read(first, last + 1)[wanted[lo:hi] - first]
         return out
@@ -87,7 +87,9 @@ class ArraySource(SignalSource):
         array = np.asarray(array) if not isinstance(array, np.ndarray) else array
         _check_array(array.shape, array.dtype, name)
         if array.shape[0] == 0:
-            raise ValueError(f"{name} is empty: it must hold at least one signal, got shape {array.shape}")
+            raise ValueError(
+                f"{name} is empty: it must hold at least one signal, got shape {array.shape}"
+            )
         self.array, self.name = array, name
         (self.n, self.d), self.dtype = array.shape, array.dtype
 
@@ -113,14 +115,20 @@ class FileSource(SignalSource):
                     "contiguous: rewrite it with np.save(path, np.ascontiguousarray(X))"
                 )
             if s.shape[1] != first.shape[1]:
-                raise ValueError(f"{label} has d = {s.shape[1]} features but {first.path} has d = {first.shape[1]}")
+                raise ValueError(
+                    f"{label} has d = {s.shape[1]} features but {first.path} has d = {first.shape[1]}"
+                )
             if s.dtype != first.dtype:
-                raise ValueError(f"{label} has dtype {s.dtype} but {first.path} has dtype {first.dtype}")
+                raise ValueError(
+                    f"{label} has dtype {s.dtype} but {first.path} has dtype {first.dtype}"
+                )
         self.stored = [s for s in stored if s.shape[0] > 0]
         self.starts = list(np.cumsum([0] + [s.shape[0] for s in self.stored]))
         self.n, self.d = int(self.starts[-1]), int(first.shape[1])
         self.dtype = first.dtype.newbyteorder("=")
-        self.name = name or (first.path if len(stored) == 1 else f"{first.path} (+{len(stored) - 1} shards)")
+        self.name = name or (
+            first.path if len(stored) == 1 else f"{first.path} (+{len(stored) - 1} shards)"
+        )
         if self.n == 0:
             raise ValueError(f"{self.name} is empty: it must hold at least one signal")
         self._lock = threading.Lock()
@@ -156,9 +164,15 @@ class FileSource(SignalSource):
         while done < size:  # pread may return fewer bytes than asked
             got = os.preadv(fd, [view[done:]], at + done)
             if got == 0:
-                raise OSError(f"{s.path}: file ends before row {lo + done // row_bytes} (truncated?)")
+                raise OSError(
+                    f"{s.path}: file ends before row {lo + done // row_bytes} (truncated?)"
+                )
             done += got
-        return np.frombuffer(buffer, s.dtype).reshape(hi - lo, s.shape[1]).astype(self.dtype, copy=False)
+        return (
+            np.frombuffer(buffer, s.dtype)
+            .reshape(hi - lo, s.shape[1])
+            .astype(self.dtype, copy=False)
+        )
 
     def _fd(self, path):
         with self._lock:
@@ -188,7 +202,9 @@ def _check_array(shape, dtype, label):
     if len(shape) != 2:
         raise ValueError(f"{label} must have shape (n, d), got shape {tuple(shape)}")
     if shape[1] == 0:
-        raise ValueError(f"{label} must have at least one feature (d >= 1), got shape {tuple(shape)}")
+        raise ValueError(
+            f"{label} must have at least one feature (d >= 1), got shape {tuple(shape)}"
+        )
 
 
 def _is_path(x):
@@ -227,7 +243,9 @@ def open_signals(signals, *, key: str | None = None, name: str | None = None) ->
     if _is_path(signals) or (
         isinstance(signals, (list, tuple)) and signals and all(_is_path(p) for p in signals)
     ):
-        paths = [p for entry in ([signals] if _is_path(signals) else signals) for p in _expand(entry)]
+        paths = [
+            p for entry in ([signals] if _is_path(signals) else signals) for p in _expand(entry)
+        ]
         return FileSource([formats.parse(p, key) for p in paths], name=name)
     if isinstance(signals, (list, tuple)) and not signals:
         raise ValueError(f"{name or 'signals'}: an empty list of files")

@@ -28,7 +28,9 @@ def feature_mixture(n=2048, d=32, seed=0, dtype=np.float32):
     All feature directions are random unit vectors. Returns `X` (n, d).
     """
     rng = np.random.default_rng(seed)
-    unit = lambda m: (lambda M: M / np.linalg.norm(M, axis=1, keepdims=True))(rng.standard_normal((m, d)))
+    unit = lambda m: (lambda M: M / np.linalg.norm(M, axis=1, keepdims=True))(
+        rng.standard_normal((m, d))
+    )
     independent, parents, children, dense = unit(8), unit(3), unit(9), unit(1)[0]
     X = ((rng.random((n, 8)) < 0.1) * rng.uniform(0.5, 1.5, (n, 8))) @ independent
     parent_on = rng.random((n, 3)) < 0.15
@@ -56,7 +58,10 @@ def image_patches(n=5000, size=8, seed=0, dtype=np.float32):
     images = [img.mean(axis=2) / 255.0 for img in load_sample_images().images]
     per_image = -(-n // len(images))
     patches = np.concatenate(
-        [extract_patches_2d(img, (size, size), max_patches=per_image, random_state=seed + i) for i, img in enumerate(images)]
+        [
+            extract_patches_2d(img, (size, size), max_patches=per_image, random_state=seed + i)
+            for i, img in enumerate(images)
+        ]
     )[:n].reshape(n, -1)
     patches = patches - patches.mean(axis=1, keepdims=True)
     patches /= np.linalg.norm(patches, axis=1).mean()
@@ -78,11 +83,15 @@ def load_array(path, key=None):
             try:
                 from safetensors.numpy import load_file
             except ImportError as e:
-                raise ImportError(f"reading {path} needs the safetensors package: pip install safetensors") from e
+                raise ImportError(
+                    f"reading {path} needs the safetensors package: pip install safetensors"
+                ) from e
             store = load_file(path)
         if key is None:
             if len(store) != 1:
-                raise ValueError(f"{path} holds several arrays {sorted(store)}: name one with --key")
+                raise ValueError(
+                    f"{path} holds several arrays {sorted(store)}: name one with --key"
+                )
             key = next(iter(store))
         if key not in store:
             raise KeyError(f"{path} has no array {key!r}; it holds {sorted(store)}")

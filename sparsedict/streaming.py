@@ -19,4 +19,12 @@ from ._streaming_order import Minibatches, Shuffle
 from ._streaming_prefetch import Prefetcher
 from ._streaming_sources import ArraySource, FileSource, SignalSource, open_signals
 
-__all__ = ["ArraySource", "FileSource", "Minibatches", "Prefetcher", "Shuffle", "SignalSource", "open_signals"]
+__all__ = [
+    "ArraySource",
+    "FileSource",
+    "Minibatches",
+    "Prefetcher",
+    "Shuffle",
+    "SignalSource",
+    "open_signals",
+]

@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import sparsedict as sd
 from problems import lasso_objective, random_problem, reference_codes, reference_gap, unit_rows
 from tolerances import CODES_F32, CODES_F64, GAP_F32, GAP_F64, OBJECTIVE_F64
+
+import sparsedict as sd
 
 SOLVERS = ["active_set", "fista", "cd"]
 MAX_STEPS = 20_000
@@ -52,7 +52,9 @@ def test_gap_is_honest_and_kkt_holds(rng, solver):
     g = (X - res.codes @ D) @ D.T
     assert np.all(g <= lam[:, None] + 1e-7)
     active = np.asarray(res.codes) > 1e-9
-    np.testing.assert_allclose(np.where(active, g, lam[:, None]), np.broadcast_to(lam[:, None], g.shape), atol=1e-6)
+    np.testing.assert_allclose(
+        np.where(active, g, lam[:, None]), np.broadcast_to(lam[:, None], g.shape), atol=1e-6
+    )
     assert np.all(res.kkt <= 1e-6)
     np.testing.assert_allclose(res.codes, reference_codes(X, D, lam), atol=CODES_F64)
 
@@ -98,7 +100,9 @@ def test_duplicated_atoms(rng, solver):
     assert bool(res.converged.all())
     # codes are not unique, the objective is
     optimum = lasso_objective(X, D, reference_codes(X, D, lam), lam)
-    np.testing.assert_allclose(lasso_objective(X, D_dup, np.asarray(res.codes), lam), optimum, rtol=OBJECTIVE_F64)
+    np.testing.assert_allclose(
+        lasso_objective(X, D_dup, np.asarray(res.codes), lam), optimum, rtol=OBJECTIVE_F64
+    )
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
@@ -125,7 +129,14 @@ def test_masked_padding_changes_nothing(rng, solver):
 def test_float32(rng, solver):
     X, D = random_problem(rng, n=16, d=8, k=20)
     lam = 0.2
-    res = sd.sparse_code(X.astype(np.float32), D.astype(np.float32), lam, solver=solver, tol=GAP_F32, max_steps=MAX_STEPS)
+    res = sd.sparse_code(
+        X.astype(np.float32),
+        D.astype(np.float32),
+        lam,
+        solver=solver,
+        tol=GAP_F32,
+        max_steps=MAX_STEPS,
+    )
     assert res.codes.dtype == jnp.float32
     # 1e-6 is at the rounding floor of a float32 certificate: a signal may stop at the solver's
     # fixed point a little above it (status precision_limit), never far above.
@@ -170,13 +181,17 @@ def test_single_signal_and_jit_vmap(rng):
     # vmap over lam: a regularisation path in one call
     lams = jnp.array([0.05, 0.1, 0.3])
     path = jax.vmap(lambda l: sd.sparse_code(X, D, l, tol=GAP_F64).codes)(lams)
-    for l, codes in zip(lams, path):
+    for l, codes in zip(lams, path, strict=False):
         np.testing.assert_allclose(codes, reference_codes(X, D, float(l)), atol=CODES_F64)
     # vmap over signals
     rows = jax.vmap(lambda x: sd.sparse_code(x, D, lam, tol=GAP_F64).codes)(X)
     np.testing.assert_allclose(rows, batch.codes, atol=1e-12)
-    gaps = jax.jit(jax.vmap(lambda A: sd.duality_gap(X, D, A, lam)))(jnp.stack([batch.codes, 2 * batch.codes]))
-    np.testing.assert_allclose(gaps[1], reference_gap(X, D, 2 * np.asarray(batch.codes), lam)[0], rtol=1e-10)
+    gaps = jax.jit(jax.vmap(lambda A: sd.duality_gap(X, D, A, lam)))(
+        jnp.stack([batch.codes, 2 * batch.codes])
+    )
+    np.testing.assert_allclose(
+        gaps[1], reference_gap(X, D, 2 * np.asarray(batch.codes), lam)[0], rtol=1e-10
+    )
 
 
 def test_no_recompilation_when_lam_tol_or_data_change(rng, monkeypatch):
@@ -206,6 +221,7 @@ def test_status_and_throw(rng):
 
 # --- bad input ---------------------------------------------------------------------------------
 
+
 def _good(rng):
     X, D = random_problem(rng, n=4, d=5, k=6)
     return X, D
@@ -217,14 +233,34 @@ BAD_INPUTS = {
     "d mismatch": (lambda X, D: dict(D=D[:, :4]), ValueError, "features"),
     "empty X": (lambda X, D: dict(X=X[:0]), ValueError, "empty"),
     "int X": (lambda X, D: dict(X=X.astype(int)), TypeError, "X must be a floating"),
-    "NaN X": (lambda X, D: dict(X=np.where(np.eye(4, 5) > 0, np.nan, X)), Exception, "X contains NaN"),
-    "inf D": (lambda X, D: dict(D=np.where(np.eye(6, 5) > 0, np.inf, D)), Exception, "D contains NaN"),
+    "NaN X": (
+        lambda X, D: dict(X=np.where(np.eye(4, 5) > 0, np.nan, X)),
+        Exception,
+        "X contains NaN",
+    ),
+    "inf D": (
+        lambda X, D: dict(D=np.where(np.eye(6, 5) > 0, np.inf, D)),
+        Exception,
+        "D contains NaN",
+    ),
     "negative lam": (lambda X, D: dict(lam=-0.1), Exception, "lam must be >= 0"),
     "nan lam": (lambda X, D: dict(lam=np.nan), Exception, "lam must be finite"),
     "lam shape": (lambda X, D: dict(lam=np.ones(3)), ValueError, "one value per signal"),
-    "zero atom": (lambda X, D: dict(D=np.concatenate([D, np.zeros((1, 5))])), Exception, "zero-norm atom"),
-    "mask shape": (lambda X, D: dict(atom_mask=np.ones(3, bool)), ValueError, "atom_mask must have shape"),
-    "negative init": (lambda X, D: dict(init=-np.ones((4, 6))), Exception, "init must be nonnegative"),
+    "zero atom": (
+        lambda X, D: dict(D=np.concatenate([D, np.zeros((1, 5))])),
+        Exception,
+        "zero-norm atom",
+    ),
+    "mask shape": (
+        lambda X, D: dict(atom_mask=np.ones(3, bool)),
+        ValueError,
+        "atom_mask must have shape",
+    ),
+    "negative init": (
+        lambda X, D: dict(init=-np.ones((4, 6))),
+        Exception,
+        "init must be nonnegative",
+    ),
     "init shape": (lambda X, D: dict(init=np.ones((4, 5))), ValueError, "init must have shape"),
 }
 

@@ -13,11 +13,11 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
 import pytest  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
+from problems import unit_rows  # noqa: E402
 
 import sparsedict as sd  # noqa: E402
-from problems import unit_rows  # noqa: E402
 
 # Central differences with step 1e-6 in float64: truncation ~1e-12, rounding ~1e-10 relative.
 FD_STEP = 1e-6
@@ -72,15 +72,18 @@ def test_grad_matches_finite_differences(rng, target):
     X, D, lam = fresh_problem(rng)
     W = jnp.asarray(rng.standard_normal((X.shape[0], D.shape[0])))
     if target == "codes":
+
         def f(X, D, lam):  # a generic smooth scalar function of the codes
             A = codes(X, D, lam)
             return jnp.sum(W * A) + jnp.sum(A**2)
     else:
+
         def f(X, D, lam):
             return jnp.sum(sd.lasso_value(X, D, lam, tol=TOL))
+
     X, D, lam = map(jnp.asarray, (X, D, lam))
     grads = jax.grad(f, argnums=(0, 1, 2))(X, D, lam)
-    for grad, fd in zip(grads, fd_grad(f, X, D, lam)):
+    for grad, fd in zip(grads, fd_grad(f, X, D, lam), strict=False):
         assert_close(grad, fd, FD_RTOL)
 
 
@@ -113,7 +116,7 @@ def test_gap_of_fixed_codes_is_differentiable(rng):
         return jnp.sum(sd.duality_gap(X, D, A, lam))
 
     grads = jax.grad(gap, argnums=(0, 1))(X, D, A)
-    for grad, fd in zip(grads, fd_grad(lambda X, D: gap(X, D, A), X, D)):
+    for grad, fd in zip(grads, fd_grad(lambda X, D: gap(X, D, A), X, D), strict=False):
         assert_close(grad, fd, FD_RTOL)
     # A zero signal with zero codes (zero residual norm) still has a finite gradient.
     grads = jax.grad(gap, argnums=(0, 1, 2))(X.at[0].set(0.0), D, A.at[0].set(0.0))
@@ -125,7 +128,7 @@ def test_jacfwd_equals_jacrev_and_jit(rng):
     fwd = jax.jacfwd(codes, argnums=(0, 1, 2))(X, D, lam)
     rev = jax.jacrev(codes, argnums=(0, 1, 2))(X, D, lam)
     jit_rev = jax.jit(jax.jacrev(codes, argnums=(0, 1, 2)))(X, D, lam)
-    for f, r, j in zip(fwd, rev, jit_rev):
+    for f, r, j in zip(fwd, rev, jit_rev, strict=False):
         assert_close(f, r, EXACT_RTOL)
         assert_close(j, r, EXACT_RTOL)
 

@@ -32,7 +32,7 @@ def python_blocks(text):
         preceding = match.group("before").rstrip().splitlines()[-1:] or [""]
         if preceding[0].strip() != NO_RUN:
             blocks.append(match.group("code"))
-        rest = rest[match.end():]
+        rest = rest[match.end() :]
     return blocks
 
 
@@ -52,14 +52,32 @@ def test_page_snippets_run(page, tmp_path, monkeypatch):
         try:
             exec(compile(code, f"{os.path.relpath(page, ROOT)}[block {i}]", "exec"), namespace)
         except Exception as e:  # name the block that failed
-            raise AssertionError(f"{os.path.relpath(page, ROOT)}, python block {i} failed: {e!r}") from e
+            raise AssertionError(
+                f"{os.path.relpath(page, ROOT)}, python block {i} failed: {e!r}"
+            ) from e
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason='mkdocs not installed (pip install ".[docs]")')
+@pytest.mark.skipif(
+    importlib.util.find_spec("mkdocs") is None,
+    reason='mkdocs not installed (pip install ".[docs]")',
+)
 def test_mkdocs_build_strict(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", "mkdocs.yml", "-d", str(tmp_path / "site")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "-f",
+            "mkdocs.yml",
+            "-d",
+            str(tmp_path / "site"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "index.html").exists()

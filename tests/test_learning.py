@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from problems import lasso_objective, reference_codes, unit_rows
 
 import sparsedict as sd
-from problems import lasso_objective, reference_codes, unit_rows
 
 LAM = 0.1
 
@@ -55,7 +55,11 @@ def test_alternating_is_monotone_and_certified(planted, alternating):
     assert alternating.converged
     assert float(alternating.report.stationary_residual) < 1e-8
     # the reported objective is the objective of the exact codes, recomputed independently
-    np.testing.assert_allclose(float(alternating.objective), objective(X, np.asarray(alternating.dictionary), LAM), rtol=1e-9)
+    np.testing.assert_allclose(
+        float(alternating.objective),
+        objective(X, np.asarray(alternating.dictionary), LAM),
+        rtol=1e-9,
+    )
     assert float(alternating.objective) >= huber_bound(X, LAM)
 
 
@@ -77,7 +81,9 @@ def test_hierarchy_example_converges_to_absorbed_dictionary():
 
 def test_online_close_to_alternating(planted, alternating):
     X, _ = planted
-    online = sd.learn_dictionary(X, 8, LAM, method="online", max_steps=400, chunk_size=100, batch_size=64, seed=0)
+    online = sd.learn_dictionary(
+        X, 8, LAM, method="online", max_steps=400, chunk_size=100, batch_size=64, seed=0
+    )
     f_online = objective(X, np.asarray(online.dictionary), LAM)
     # stated target: within 1% of the alternating optimum on the same data
     assert f_online <= 1.01 * float(alternating.objective)
@@ -87,15 +93,22 @@ def test_sae_close_to_alternating_and_reports_amortisation_gap(planted, alternat
     X, _ = planted
     # SAE training is nonconvex: on this problem about half the seeds land in a local minimum
     # 10% above the optimum (measured on seeds 0-3: 1.10, 1.11, 1.011, 1.005 x the optimum).
-    runs = [sd.train_sae(X, 8, LAM, steps=2000, chunk_size=500, batch_size=64, learning_rate=3e-3, seed=s)
-            for s in range(4)]
+    runs = [
+        sd.train_sae(
+            X, 8, LAM, steps=2000, chunk_size=500, batch_size=64, learning_rate=3e-3, seed=s
+        )
+        for s in range(4)
+    ]
     f = [objective(X, np.asarray(r.dictionary), LAM) for r in runs]
     sae, f_exact = runs[int(np.argmin(f))], min(f)
     np.testing.assert_allclose(float(sae.objective), f_exact, rtol=1e-8)
     # stated target: the best decoder of 4 seeds with exact codes within 2% of the alternating optimum
     assert f_exact <= 1.02 * float(alternating.objective)
     # amortisation gap: encoder codes are feasible codes for the same decoder, so gap >= 0
-    D, A_enc = np.asarray(sae.dictionary), np.asarray(sae.sae.encode(X)) * np.linalg.norm(sae.sae.D, axis=1)
+    D, A_enc = (
+        np.asarray(sae.dictionary),
+        np.asarray(sae.sae.encode(X)) * np.linalg.norm(sae.sae.D, axis=1),
+    )
     f_encoder = lasso_objective(X, D, A_enc, LAM).mean()
     np.testing.assert_allclose(float(sae.encoder_objective), f_encoder, rtol=1e-8)
     assert float(sae.amortisation_gap) >= -1e-12
@@ -124,8 +137,12 @@ def test_resume_from_checkpoint_matches_uninterrupted(planted, tmp_path, method)
 
 def test_same_seed_same_dictionary(planted):
     X, _ = planted
-    a = sd.learn_dictionary(X, 8, LAM, method="online", max_steps=20, chunk_size=10, seed=11, batch_size=32)
-    b = sd.learn_dictionary(X, 8, LAM, method="online", max_steps=20, chunk_size=10, seed=11, batch_size=32)
+    a = sd.learn_dictionary(
+        X, 8, LAM, method="online", max_steps=20, chunk_size=10, seed=11, batch_size=32
+    )
+    b = sd.learn_dictionary(
+        X, 8, LAM, method="online", max_steps=20, chunk_size=10, seed=11, batch_size=32
+    )
     np.testing.assert_array_equal(a.dictionary, b.dictionary)
 
 
@@ -175,19 +192,21 @@ def test_data_parallel_learning_over_virtual_devices_matches_one_device(tmp_path
         import numpy as np, jax, sparsedict as sd
         assert len(jax.devices()) == 4
         X = sd.datasets.feature_mixture(n=128, d=8, seed=1, dtype=np.float32)
-        out = {}
+        out = {{}}
         for devices in (None, jax.devices()):
             for method in ("alternating", "online"):
                 r = sd.learn_dictionary(X, 6, 0.1, method=method, max_steps=8, chunk_size=4, batch_size=32,
                                         stationarity_tol=0.0, devices=devices)
-                out[f"{method}-{devices is not None}"] = np.asarray(r.dictionary)
+                out[f"{{method}}-{{devices is not None}}"] = np.asarray(r.dictionary)
             sae = sd.train_sae(X, 6, 0.1, steps=20, chunk_size=10, batch_size=32, stationarity_tol=0.0,
                                devices=devices)
-            out[f"sae-{devices is not None}"] = np.asarray(sae.dictionary)
-        np.savez(%r, **out)
-        """ % str(tmp_path / "out.npz")
+            out[f"sae-{{devices is not None}}"] = np.asarray(sae.dictionary)
+        np.savez({!r}, **out)
+        """.format(str(tmp_path / "out.npz"))
     )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
     subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=900)
     with np.load(tmp_path / "out.npz") as out:
         for method in ("alternating", "online", "sae"):

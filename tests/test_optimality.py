@@ -285,8 +285,10 @@ def test_exchange_finds_a_better_dictionary_of_the_same_width():
     # a small cluster with its own atom, and two big clusters sharing one atom between them
     small = 1.0 * (np.array([0, 0, 1.0]) + 0.02 * rng.standard_normal((2, 3)))
     phi = 0.7
-    big = [2.0 * (np.array([np.cos(phi), s * np.sin(phi), 0]) + 0.02 * rng.standard_normal((8, 3)))
-           for s in (1, -1)]
+    big = [
+        2.0 * (np.array([np.cos(phi), s * np.sin(phi), 0]) + 0.02 * rng.standard_normal((8, 3)))
+        for s in (1, -1)
+    ]
     X = np.concatenate([small] + big)
     lam = 0.3
     D = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])

@@ -167,7 +167,7 @@ def test_jit_vmap_grad_and_no_recompilation(float32_problem, monkeypatch):
     np.testing.assert_allclose(jitted, eager[0], atol=1e-6)
     lams = jnp.array([0.1, 0.3], jnp.float32)
     path = jax.vmap(lambda lam: code(X, D, lam).codes)(lams)
-    for lam, codes in zip(lams, path):
+    for lam, codes in zip(lams, path, strict=False):
         np.testing.assert_allclose(
             codes, reference_codes(X.astype(np.float64), D_low, float(lam)), atol=CODES_F32
         )

@@ -24,7 +24,11 @@ def write_safetensors(path, tensors):
     header, offset, blobs = {"__metadata__": {"format": "np"}}, 0, []
     for key, array in tensors.items():
         blob = np.ascontiguousarray(array).tobytes()
-        header[key] = {"dtype": names[array.dtype], "shape": list(array.shape), "data_offsets": [offset, offset + len(blob)]}
+        header[key] = {
+            "dtype": names[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
         offset += len(blob)
         blobs.append(blob)
     raw = json.dumps(header).encode()
@@ -61,7 +65,10 @@ def check_rows(source, X):
 def test_npy_source_reads_what_np_load_reads(tmp_path, dtype):
     X = signals().astype(dtype)
     np.save(tmp_path / "x.npy", X)
-    check_rows(streaming.open_signals(str(tmp_path / "x.npy")), np.load(tmp_path / "x.npy").astype(np.dtype(dtype).newbyteorder("=")))
+    check_rows(
+        streaming.open_signals(str(tmp_path / "x.npy")),
+        np.load(tmp_path / "x.npy").astype(np.dtype(dtype).newbyteorder("=")),
+    )
 
 
 @pytest.mark.parametrize("kind", ["npz", "npz_compressed", "safetensors"])
@@ -74,7 +81,9 @@ def test_shards_concatenate(tmp_path, kind):
     check_rows(streaming.open_signals(glob, key="acts"), expected)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("safetensors") is None, reason="safetensors not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("safetensors") is None, reason="safetensors not installed"
+)
 def test_safetensors_package_files(tmp_path):
     from safetensors.numpy import save_file
 
@@ -136,7 +145,9 @@ def test_bad_inputs_name_the_file(tmp_path):
         streaming.open_signals(str(tmp_path / "x.csv"))
 
 
-@pytest.mark.parametrize("n, block_rows, window", [(300, 4096, 16), (300, 7, 3), (1000, 64, 1), (5, 2, 2)])
+@pytest.mark.parametrize(
+    "n, block_rows, window", [(300, 4096, 16), (300, 7, 3), (1000, 64, 1), (5, 2, 2)]
+)
 def test_shuffle_visits_every_row_once_per_epoch(n, block_rows, window):
     shuffle = streaming.Shuffle(block_rows=block_rows, window=window)
     stream = shuffle.rows(n, 3, 0, 3 * n)
@@ -147,7 +158,9 @@ def test_shuffle_visits_every_row_once_per_epoch(n, block_rows, window):
     # any window of the stream is the same however it is asked for (a resumed run)
     for start, stop in [(n // 3, n + n // 2), (n - 1, n + 1), (2 * n + 1, 3 * n)]:
         np.testing.assert_array_equal(shuffle.rows(n, 3, start, stop), stream[start:stop])
-    assert not np.array_equal(streaming.Shuffle(block_rows=block_rows, window=window).rows(n, 4, 0, n), stream[:n])
+    assert not np.array_equal(
+        streaming.Shuffle(block_rows=block_rows, window=window).rows(n, 4, 0, n), stream[:n]
+    )
 
 
 def test_small_shuffle_is_a_uniform_permutation():
@@ -160,7 +173,9 @@ def test_small_shuffle_is_a_uniform_permutation():
 
 def test_minibatches_are_reproducible_from_any_step():
     X = signals()
-    stream = streaming.Minibatches(streaming.open_signals(X), 32, seed=5, shuffle=streaming.Shuffle(block_rows=10, window=4))
+    stream = streaming.Minibatches(
+        streaming.open_signals(X), 32, seed=5, shuffle=streaming.Shuffle(block_rows=10, window=4)
+    )
     whole = stream.batches(0, 30)
     assert whole.shape == (30, 32, 8)
     np.testing.assert_array_equal(whole.reshape(-1, 8), X[stream.rows(0, 30).reshape(-1)])
@@ -185,13 +200,18 @@ def test_nan_rows_are_named(tmp_path):
     np.save(tmp_path / "x.npy", X)
     stream = streaming.Minibatches(streaming.open_signals(str(tmp_path / "x.npy")), 50, seed=0)
     message = r"x.npy contains NaN or inf in rows? 12[34] \(read for minibatches \d+ to \d+\)"
-    with streaming.Prefetcher(stream, 3, depth=2) as prefetch, pytest.raises(ValueError, match=message):
+    with (
+        streaming.Prefetcher(stream, 3, depth=2) as prefetch,
+        pytest.raises(ValueError, match=message),
+    ):
         for step in range(0, 12, 3):  # an epoch: the bad rows are read
             prefetch(step)
     kw = {"method": "online", "max_steps": 12, "chunk_size": 3, "batch_size": 50}
     with pytest.raises(ValueError, match=message):  # from the prefetch thread, through the learner
         sd.learn_dictionary(str(tmp_path / "x.npy"), 4, LAM, eval_size=50, **kw)
-    with pytest.raises(ValueError, match=r"x.npy contains NaN or inf in rows 123-124 \(read for the evaluation"):
+    with pytest.raises(
+        ValueError, match=r"x.npy contains NaN or inf in rows 123-124 \(read for the evaluation"
+    ):
         sd.learn_dictionary(str(tmp_path / "x.npy"), 4, LAM, eval_size=200, **kw)
 
 
@@ -200,14 +220,23 @@ def planted(tmp_path_factory):
     rng = np.random.default_rng(7)
     D = rng.standard_normal((6, 12))
     D /= np.linalg.norm(D, axis=1, keepdims=True)
-    X = (rng.random((300, 6)) < 0.25) * rng.uniform(0.5, 2.0, (300, 6)) @ D + 0.01 * rng.standard_normal((300, 12))
+    X = (rng.random((300, 6)) < 0.25) * rng.uniform(
+        0.5, 2.0, (300, 6)
+    ) @ D + 0.01 * rng.standard_normal((300, 12))
     path = tmp_path_factory.mktemp("planted") / "x.npy"
     np.save(path, X)
     return X, str(path)
 
 
 # eval_size = n: the streamed result describes the same signals as the in-memory one
-KW = {"method": "online", "chunk_size": 5, "seed": 4, "stationarity_tol": 0.0, "batch_size": 32, "eval_size": 300}
+KW = {
+    "method": "online",
+    "chunk_size": 5,
+    "seed": 4,
+    "stationarity_tol": 0.0,
+    "batch_size": 32,
+    "eval_size": 300,
+}
 KW["shuffle"] = streaming.Shuffle(block_rows=32, window=2)
 
 
@@ -217,7 +246,9 @@ def test_streamed_learning_equals_in_memory(planted, tmp_path):
     streamed = sd.learn_dictionary(path, 6, LAM, max_steps=20, **KW)
     np.savez(tmp_path / "a.npz", x=X[:120])
     np.savez(tmp_path / "b.npz", x=X[120:])
-    sharded = sd.learn_dictionary([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")], 6, LAM, max_steps=20, **KW)
+    sharded = sd.learn_dictionary(
+        [str(tmp_path / "a.npz"), str(tmp_path / "b.npz")], 6, LAM, max_steps=20, **KW
+    )
     for other in (streamed, sharded):
         np.testing.assert_allclose(other.dictionary, memory.dictionary, rtol=0, atol=1e-12)
         np.testing.assert_allclose(other.history.objective, memory.history.objective, rtol=1e-12)
@@ -229,7 +260,9 @@ def test_streamed_resume_matches_uninterrupted(planted, tmp_path):
     _, path = planted
     straight = sd.learn_dictionary(path, 6, LAM, max_steps=20, **KW)
     checkpoint = str(tmp_path / "run.npz")
-    sd.learn_dictionary(path, 6, LAM, max_steps=10, checkpoint=checkpoint, **KW)  # "interrupted" after 10
+    sd.learn_dictionary(
+        path, 6, LAM, max_steps=10, checkpoint=checkpoint, **KW
+    )  # "interrupted" after 10
     resumed = sd.learn_dictionary(path, 6, LAM, max_steps=20, checkpoint=checkpoint, **KW)
     np.testing.assert_array_equal(resumed.dictionary, straight.dictionary)
     np.testing.assert_array_equal(resumed.history.objective, straight.history.objective)
@@ -237,13 +270,22 @@ def test_streamed_resume_matches_uninterrupted(planted, tmp_path):
 
 def test_streamed_sae_equals_in_memory(planted):
     X, path = planted
-    kw = {"steps": 10, "chunk_size": 5, "seed": 1, "batch_size": 32, "eval_size": 100, "learning_rate": 3e-3}
+    kw = {
+        "steps": 10,
+        "chunk_size": 5,
+        "seed": 1,
+        "batch_size": 32,
+        "eval_size": 100,
+        "learning_rate": 3e-3,
+    }
     memory = sd.train_sae(X, 6, LAM, **kw)
     streamed = sd.train_sae(path, 6, LAM, prefetch=0, **kw)
     np.testing.assert_allclose(streamed.dictionary, memory.dictionary, atol=1e-12)
     # the streamed analysis is on the first eval_size signals, recomputed here on the array
     assert streamed.codes.shape == (100, 6)
-    np.testing.assert_allclose(streamed.codes, sd.sparse_code(X[:100], streamed.dictionary, LAM).codes, atol=1e-8)
+    np.testing.assert_allclose(
+        streamed.codes, sd.sparse_code(X[:100], streamed.dictionary, LAM).codes, atol=1e-8
+    )
 
 
 def test_alternating_reads_a_path_whole(planted):

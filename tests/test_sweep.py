@@ -34,7 +34,9 @@ def dictionaries(folder, members):
 
 def json_spec(folder):
     with open(os.path.join(folder, "manifest.json")) as f:
-        return sd.SweepSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f)["spec"].items()})
+        return sd.SweepSpec(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f)["spec"].items()}
+        )
 
 
 def test_padded_member_equals_unpadded(X, tmp_path):
@@ -58,7 +60,9 @@ def test_one_compile_per_bucket(X):
     assert sorted(s.grouped()) == [2, 8]
     rows = sd.run_sweep(X, s, verbose=False)
     assert len(rows) == 8
-    new = {key: n - before.get(key, 0) for key, n in _engine.TRACES.items() if n - before.get(key, 0)}
+    new = {
+        key: n - before.get(key, 0) for key, n in _engine.TRACES.items() if n - before.get(key, 0)
+    }
     assert new == {("chunk", 2): 1, ("chunk", 8): 1}  # 8 members, 2 buckets, 2 traces
     sd.run_sweep(X, s, verbose=False)  # a rerun (or a run after a dry run) reuses the programs
     assert sum(_engine.TRACES.values()) - sum(before.values()) == 2
@@ -93,22 +97,39 @@ def test_interrupted_sweep_resumes_without_losing_buckets(X, tmp_path, monkeypat
     monkeypatch.setattr(_engine, "run_bucket", interrupted)
     with pytest.raises(KeyboardInterrupt):
         sd.run_sweep(X, s, out=str(tmp_path / "resumed"), verbose=False)
-    monkeypatch.setattr(_engine, "run_bucket", lambda *a, **k: calls.append(a[2]) or original(*a, **k))
+    monkeypatch.setattr(
+        _engine, "run_bucket", lambda *a, **k: calls.append(a[2]) or original(*a, **k)
+    )
     resumed = sd.run_sweep(X, s, out=str(tmp_path / "resumed"), verbose=False)
     assert calls == [2, 4, 8]  # finished buckets were not run again
-    for a, b in zip(straight, resumed):
+    for a, b in zip(straight, resumed, strict=False):
         assert a.keys() == b.keys()
         np.testing.assert_allclose([a[k] for k in sorted(a)], [b[k] for k in sorted(b)], rtol=1e-6)
     with pytest.raises(ValueError, match="different spec"):
         sd.run_sweep(X, spec(widths=(2,)), out=str(tmp_path / "resumed"), verbose=False)
 
 
-LAYOUTS = [("alternating", "members"), ("alternating", "data"), ("online", "members"), ("online", "data")]
+LAYOUTS = [
+    ("alternating", "members"),
+    ("alternating", "data"),
+    ("online", "members"),
+    ("online", "data"),
+]
 
 
 def layout_spec(learner, layout):
-    return sd.SweepSpec(widths=(2, 3, 4), seeds=(0,), lams=(LAM,), steps=4, chunk_size=2, buckets="single",
-                        learner=learner, layout=layout, batch_size=32, eval_size=64)
+    return sd.SweepSpec(
+        widths=(2, 3, 4),
+        seeds=(0,),
+        lams=(LAM,),
+        steps=4,
+        chunk_size=2,
+        buckets="single",
+        learner=learner,
+        layout=layout,
+        batch_size=32,
+        eval_size=64,
+    )
 
 
 def test_layouts_over_virtual_devices_match_one_device(X, tmp_path):
@@ -126,16 +147,22 @@ def test_layouts_over_virtual_devices_match_one_device(X, tmp_path):
                          verbose=False)
         """
     )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-               PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=os.path.dirname(os.path.dirname(__file__)),
+    )
     subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=900)
     members = [(w, 0, LAM) for w in (2, 3, 4)]
     for learner in ("alternating", "online"):
-        sd.run_sweep(X, layout_spec(learner, "members"), out=str(tmp_path / f"one-{learner}"), verbose=False)
+        sd.run_sweep(
+            X, layout_spec(learner, "members"), out=str(tmp_path / f"one-{learner}"), verbose=False
+        )
         one = dictionaries(str(tmp_path / f"one-{learner}"), members)
         for layout in ("members", "data"):
             many = dictionaries(str(tmp_path / f"{learner}-{layout}"), members)
-            for a, b in zip(many, one):
+            for a, b in zip(many, one, strict=False):
                 np.testing.assert_allclose(a, b, atol=1e-5)
 
 
@@ -145,8 +172,27 @@ def test_cli_sweep_and_certify(X, tmp_path, capsys):
     data = tmp_path / "acts.npy"
     np.save(data, np.asarray(X))
     out = tmp_path / "sweep"
-    assert main(["sweep", "--data", str(data), "--widths", "2,4", "--seeds", "0", "--steps", "2",
-                 "--chunk-size", "2", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--data",
+                str(data),
+                "--widths",
+                "2,4",
+                "--seeds",
+                "0",
+                "--steps",
+                "2",
+                "--chunk-size",
+                "2",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "objective" in printed and "bound" in printed
     assert (out / "results.csv").exists() and (out / "manifest.json").exists()
@@ -154,7 +200,15 @@ def test_cli_sweep_and_certify(X, tmp_path, capsys):
     assert (out / "objective_vs_width.png").exists() and (out / "atom_stationarity.png").exists()
     D = ResultStore(str(out), json_spec(str(out))).dictionary(4, 0, LAM)
     np.savez(tmp_path / "dict.npz", W_dec=D * 2.0)  # an SAE decoder with non-unit rows
-    args = ["certify", "--dictionary", str(tmp_path / "dict.npz"), "--data", str(data), "--lam", str(LAM)]
+    args = [
+        "certify",
+        "--dictionary",
+        str(tmp_path / "dict.npz"),
+        "--data",
+        str(data),
+        "--lam",
+        str(LAM),
+    ]
     with pytest.raises(SystemExit, match="--normalize"):
         main(args)
     assert main(args + ["--normalize"]) == 0
@@ -163,8 +217,12 @@ def test_cli_sweep_and_certify(X, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "kw, message",
-    [(dict(widths=()), "widths must not be empty"), (dict(widths=(0,)), "positive integers"),
-     (dict(lams=(-1.0,)), "lams must be > 0"), (dict(buckets="odd"), "buckets must be")],
+    [
+        (dict(widths=()), "widths must not be empty"),
+        (dict(widths=(0,)), "positive integers"),
+        (dict(lams=(-1.0,)), "lams must be > 0"),
+        (dict(buckets="odd"), "buckets must be"),
+    ],
 )
 def test_bad_spec(kw, message):
     with pytest.raises(ValueError, match=message):
@@ -175,7 +233,7 @@ def test_vmapped_members_equal_members_one_at_a_time(X):
     s = spec(widths=(3, 5), seeds=(0, 1), buckets="single")
     mapped = sd.run_sweep(X, s, verbose=False, member_batch=1)
     vmapped = sd.run_sweep(X, s, verbose=False, member_batch=4)
-    for a, b in zip(mapped, vmapped):
+    for a, b in zip(mapped, vmapped, strict=False):
         np.testing.assert_allclose(a["objective"], b["objective"], rtol=1e-6)
 
 
@@ -190,13 +248,20 @@ def test_memory_plan_splits_a_bucket_or_refuses(X, tmp_path):
     assert "group(s) of" in plan and "6 members in 1 group" not in plan
     split = sd.run_sweep(X, s, out=str(tmp_path / "split"), verbose=False, memory_budget=whole - 1)
     together = sd.run_sweep(X, s, verbose=False)
-    for a, b in zip(split, together):
+    for a, b in zip(split, together, strict=False):
         np.testing.assert_allclose(a["objective"], b["objective"], rtol=1e-6)
-    assert sorted(os.listdir(tmp_path / "split")) == ["bucket_5.npz", "manifest.json", "results.csv"]
+    assert sorted(os.listdir(tmp_path / "split")) == [
+        "bucket_5.npz",
+        "manifest.json",
+        "results.csv",
+    ]
     with pytest.raises(MemoryError, match="memory budget of .*learner='online'"):
         sd.run_sweep(X, s, memory_budget=1000)
-    for kw, message in [(dict(memory_budget=-1), "memory_budget"), (dict(member_batch=0), "member_batch"),
-                        (dict(devices=[]), "devices")]:
+    for kw, message in [
+        (dict(memory_budget=-1), "memory_budget"),
+        (dict(member_batch=0), "member_batch"),
+        (dict(devices=[]), "devices"),
+    ]:
         with pytest.raises(ValueError, match=message):
             sd.run_sweep(X, s, **kw)
 
@@ -210,14 +275,45 @@ def test_two_processes_with_jax_distributed_match_one(X, tmp_path):
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    common = ["sweep", "--data", str(tmp_path / "X.npy"), "--widths", "2,3", "--seeds", "0", "--steps", "4",
-              "--chunk-size", "2", "--layout", "members", "--quiet"]
+    common = [
+        "sweep",
+        "--data",
+        str(tmp_path / "X.npy"),
+        "--widths",
+        "2,3",
+        "--seeds",
+        "0",
+        "--steps",
+        "4",
+        "--chunk-size",
+        "2",
+        "--layout",
+        "members",
+        "--quiet",
+    ]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     procs = [
-        subprocess.Popen([sys.executable, "-m", "sparsedict", *common, "--out", str(tmp_path / "two"), "--distributed",
-                          "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sparsedict",
+                *common,
+                "--out",
+                str(tmp_path / "two"),
+                "--distributed",
+                "--coordinator",
+                f"localhost:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         for i in range(2)
     ]
     for p in procs:
@@ -227,7 +323,9 @@ def test_two_processes_with_jax_distributed_match_one(X, tmp_path):
 
     assert main([*common, "--out", str(tmp_path / "one")]) == 0
     members = [(w, 0, LAM) for w in (2, 3)]
-    for a, b in zip(dictionaries(str(tmp_path / "two"), members), dictionaries(str(tmp_path / "one"), members)):
+    for a, b in zip(
+        dictionaries(str(tmp_path / "two"), members), dictionaries(str(tmp_path / "one"), members), strict=False
+    ):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
@@ -237,10 +335,14 @@ def test_online_sweep_streams_a_file_like_the_array(X, tmp_path):
     s = spec(widths=(3, 4), learner="online", batch_size=16, eval_size=48)
     from_file = sd.run_sweep(str(path), s, verbose=False)
     in_memory = sd.run_sweep(np.asarray(X), s, verbose=False)
-    for a, b in zip(from_file, in_memory):
+    for a, b in zip(from_file, in_memory, strict=False):
         assert a == b
     bad = np.asarray(X).copy()
     bad[50, 2] = np.nan
     np.save(path, bad)
     with pytest.raises(ValueError, match="NaN or inf"):
-        sd.run_sweep(str(path), spec(widths=(3,), learner="online", batch_size=32, eval_size=16, steps=8), verbose=False)
+        sd.run_sweep(
+            str(path),
+            spec(widths=(3,), learner="online", batch_size=32, eval_size=16, steps=8),
+            verbose=False,
+        )

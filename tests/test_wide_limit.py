@@ -145,8 +145,11 @@ def test_convex_relu_sae_bounds_and_certificate():
     np.testing.assert_allclose(sol.primal, expected, rtol=1e-12)
     # more candidates can only help (nested candidate sets)
     more = wide_limit.solve_relu_sae(
-        X, lam, np.concatenate([encoders, unit_rows(rng.standard_normal((140, 3)))]),
-        np.concatenate([biases, rng.uniform(-1.0, 0.0, 140)]), tol=1e-8,
+        X,
+        lam,
+        np.concatenate([encoders, unit_rows(rng.standard_normal((140, 3)))]),
+        np.concatenate([biases, rng.uniform(-1.0, 0.0, 140)]),
+        tol=1e-8,
     )
     assert float(more.primal) <= float(sol.primal) + 1e-8 * float(sol.primal)
 

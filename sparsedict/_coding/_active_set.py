@@ -117,7 +117,9 @@ class ActiveSet(AbstractCodingSolver):
         valid = idx < k
         gram_pad = _pad(_pad(op.gram).T)  # (k+1, k+1), zero last row and column
         gram_s = gram_pad[idx[:, None], idx[None, :]]
-        ridge = _RIDGE_EPS * jnp.finfo(dtype).eps * jnp.maximum(jnp.mean(jnp.diagonal(op.gram)), 1.0)
+        ridge = (
+            _RIDGE_EPS * jnp.finfo(dtype).eps * jnp.maximum(jnp.mean(jnp.diagonal(op.gram)), 1.0)
+        )
         system = gram_s + jnp.diag(jnp.where(valid, ridge, 1.0))
         q = jnp.where(valid, _pad(sig.c - sig.lam)[idx], 0.0)
         factor = jsl.cho_factor(system, lower=True)
@@ -174,9 +176,9 @@ class ActiveSet(AbstractCodingSolver):
             a=jnp.where(lh, moved, z_plus),
             passive=jnp.where(lh, lh_passive, jnp.where(to_lh, z_plus > 0, bpp_passive)),
             best=jnp.minimum(state.best, n_inf).astype(jnp.int32),
-            tries=jnp.where(
-                improved, self.full_exchanges, jnp.maximum(state.tries - 1, 0)
-            ).astype(jnp.int32),
+            tries=jnp.where(improved, self.full_exchanges, jnp.maximum(state.tries - 1, 0)).astype(
+                jnp.int32
+            ),
             lawson_hanson=lh | to_lh,
         )
 

@@ -46,7 +46,9 @@ class CoordinateDescent(AbstractCodingSolver):
 
         def update(j, carry):
             a, g = carry
-            new = jnp.where(usable[j], jnp.maximum(0.0, a[j] + (g[j] - sig.lam) / safe_diag[j]), 0.0)
+            new = jnp.where(
+                usable[j], jnp.maximum(0.0, a[j] + (g[j] - sig.lam) / safe_diag[j]), 0.0
+            )
             delta = new - a[j]
             return a.at[j].set(new), g - delta * gram[j]
 

@@ -38,7 +38,9 @@ def _solver(solver) -> AbstractCodingSolver:
         return solver
     if isinstance(solver, str) and solver in SOLVERS:
         return SOLVERS[solver]()
-    raise ValueError(f"solver must be one of {sorted(SOLVERS)} or a solver instance, got {solver!r}")
+    raise ValueError(
+        f"solver must be one of {sorted(SOLVERS)} or a solver instance, got {solver!r}"
+    )
 
 
 def default_tol(dtype) -> float:
@@ -95,7 +97,7 @@ def make_operator(D, atom_mask, use_gram: bool, matmul_dtype=None) -> Dictionary
 
 def _unchanged(old, new):
     """Whether a solver state is bitwise unchanged: a deterministic step is then at a fixed point."""
-    leaves = zip(jax.tree_util.tree_leaves(old), jax.tree_util.tree_leaves(new))
+    leaves = zip(jax.tree_util.tree_leaves(old), jax.tree_util.tree_leaves(new), strict=False)
     return jnp.all(jnp.stack([jnp.array_equal(a, b) for a, b in leaves]))
 
 

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+
 def _support_pinv(codes: Float[Array, " k"], D: Float[Array, "k d"]):
     """Support mask and the pseudo-inverse $M^+$ of the masked support system."""
     support = codes > 0

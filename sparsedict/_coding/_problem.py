@@ -67,7 +67,7 @@ def split_matmul(v: Float[Array, "*batch k"], M: Float[Array, "k m"]) -> Float[A
     products = jnp.matmul(
         jnp.stack(pieces), M, preferred_element_type=work, precision=_precision(low)
     )
-    terms = [p if s is None else p * s for p, s in zip(products, scales)]
+    terms = [p if s is None else p * s for p, s in zip(products, scales, strict=False)]
     return functools.reduce(operator.add, terms[::-1])  # smallest first
 
 

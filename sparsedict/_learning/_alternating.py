@@ -43,8 +43,14 @@ class Alternating(eqx.Module):
     def step(self, X, lam, tol, state):
         mask = state.atom_mask
         coded = sparse_code(
-            X, state.D, lam, solver=self.solver, tol=tol, max_steps=self.code_max_steps,
-            init=state.codes, atom_mask=mask,
+            X,
+            state.D,
+            lam,
+            solver=self.solver,
+            tol=tol,
+            max_steps=self.code_max_steps,
+            init=state.codes,
+            atom_mask=mask,
         )
         A = jax.lax.stop_gradient(coded.codes)
         D = state.D

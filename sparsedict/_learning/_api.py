@@ -138,7 +138,9 @@ def _initial_atoms(source, k, seed, dtype):
 
 def _feed(source, batch_size, seed, chunk_size, max_steps, dtype, shuffle, prefetch, split=None):
     """Chunks of `chunk_size` minibatches on the device(s), read ahead by `prefetch` chunks."""
-    batches = streaming.Minibatches(source, min(batch_size, source.n), seed, shuffle=shuffle, dtype=dtype)
+    batches = streaming.Minibatches(
+        source, min(batch_size, source.n), seed, shuffle=shuffle, dtype=dtype
+    )
     device = None if split is None else split.sharding(1)
     if device is not None:
         split(np.empty((1, batches.batch_size, 0)), "batch_size", 1)  # divisible, or a clear error
@@ -150,7 +152,9 @@ class _data_parallel:
 
     def __init__(self, devices):
         if devices is not None and len(devices) == 0:
-            raise ValueError("devices must hold at least one device (or be None for the default device)")
+            raise ValueError(
+                "devices must hold at least one device (or be None for the default device)"
+            )
         self.mesh = None if devices is None else Mesh(np.array(list(devices)), ("data",))
 
     def sharding(self, axis):
@@ -163,7 +167,9 @@ class _data_parallel:
             return a
         count = self.mesh.devices.size
         if a.shape[axis] % count:
-            raise ValueError(f"devices: {what} = {a.shape[axis]} must be divisible by the {count} devices")
+            raise ValueError(
+                f"devices: {what} = {a.shape[axis]} must be divisible by the {count} devices"
+            )
         return jax.device_put(a, self.sharding(axis))
 
 
@@ -172,7 +178,9 @@ def _certifier(X_eval, lam, tol, code_tol, solver):
 
     def certify(D):
         coded = sparse_code(X_eval, D, lam, solver=solver, tol=code_tol, max_steps=5000)
-        worst = float(residuals(X_eval, D, coded.codes, lam, second_order=False).stationary_residual)
+        worst = float(
+            residuals(X_eval, D, coded.codes, lam, second_order=False).stationary_residual
+        )
         return worst <= tol, worst
 
     return certify
@@ -272,7 +280,9 @@ def learn_dictionary(
     D0 = D0 / jnp.linalg.norm(D0, axis=-1, keepdims=True)
     code_tol, stationarity_tol = _tolerances(dtype, code_tol, stationarity_tol)
     tol = jnp.asarray(code_tol, dtype)
-    certify = _certifier(X if method == "alternating" else X_eval, lam, stationarity_tol, code_tol, solver)
+    certify = _certifier(
+        X if method == "alternating" else X_eval, lam, stationarity_tol, code_tol, solver
+    )
 
     def certify_state(state):
         done, worst = certify(state.D)
@@ -288,7 +298,9 @@ def learn_dictionary(
             return _full_data_chunk(learner, X_train, lam, tol, state, chunk_size)
     else:
         learner = Online(solver=solver, forgetting=forgetting, revive=revive)
-        feed = _feed(source, batch_size, seed, chunk_size, max_steps, dtype, shuffle, prefetch, split)
+        feed = _feed(
+            source, batch_size, seed, chunk_size, max_steps, dtype, shuffle, prefetch, split
+        )
 
         def run_chunk(state):
             return _minibatch_chunk(learner, lam, tol, state, feed(int(state.step)))
@@ -299,14 +311,24 @@ def learn_dictionary(
     # The data were checked on the host; traced unchecked, the chunks never gather split arrays.
     with feed, check.unchecked():
         state, history, done = run_chunks(
-            run_chunk, certify_state, state, max_steps=max_steps, chunk_size=chunk_size,
-            checkpoint=checkpoint, verbose=verbose, name=f"learn_dictionary[{method}]",
+            run_chunk,
+            certify_state,
+            state,
+            max_steps=max_steps,
+            chunk_size=chunk_size,
+            checkpoint=checkpoint,
+            verbose=verbose,
+            name=f"learn_dictionary[{method}]",
         )
     D = state.D
     codes = sparse_code(X, D, lam, solver=solver, tol=code_tol, max_steps=5000).codes
     return LearnedDictionary(
-        dictionary=D, codes=codes, objective=mean_objective(X, D, codes, lam), history=history,
-        report=_final_report(X, D, lam, code_tol, solver, eval_size), converged=bool(done),
+        dictionary=D,
+        codes=codes,
+        objective=mean_objective(X, D, codes, lam),
+        history=history,
+        report=_final_report(X, D, lam, code_tol, solver, eval_size),
+        converged=bool(done),
         steps=int(state.step),
     )
 
@@ -356,7 +378,17 @@ def train_sae(
     optimizer = _adam(float(learning_rate)) if optimizer is None else optimizer
     trainer = SAETrainer(optimizer=optimizer, norm=norm, decoder_bias=decoder_bias)
     D0 = _initial_atoms(source, k, seed, dtype)
-    feed = _feed(source, batch_size, seed, chunk_size, steps, dtype, shuffle, prefetch, _data_parallel(devices))
+    feed = _feed(
+        source,
+        batch_size,
+        seed,
+        chunk_size,
+        steps,
+        dtype,
+        shuffle,
+        prefetch,
+        _data_parallel(devices),
+    )
     certify = _certifier(X_eval, lam, stationarity_tol, code_tol, solver)
     tol = jnp.asarray(code_tol, dtype)
 
@@ -370,8 +402,14 @@ def train_sae(
 
     with feed, check.unchecked():
         state, history, done = run_chunks(
-            run_chunk, certify_state, trainer.init(X_eval, D0), max_steps=steps, chunk_size=chunk_size,
-            checkpoint=checkpoint, verbose=verbose, name="train_sae",
+            run_chunk,
+            certify_state,
+            trainer.init(X_eval, D0),
+            max_steps=steps,
+            chunk_size=chunk_size,
+            checkpoint=checkpoint,
+            verbose=verbose,
+            name="train_sae",
         )
     sae = state.sae
     centered = X - sae.b_dec
@@ -380,8 +418,14 @@ def train_sae(
     exact = mean_objective(centered, D, codes, lam)
     encoder = mean_objective(centered, D, encoder_codes, lam)
     return TrainedSAE(
-        dictionary=D, codes=codes, objective=exact, history=history,
+        dictionary=D,
+        codes=codes,
+        objective=exact,
+        history=history,
         report=_final_report(centered, D, lam, code_tol, solver, eval_size),
-        converged=bool(done), steps=int(state.step), sae=sae, encoder_objective=encoder,
+        converged=bool(done),
+        steps=int(state.step),
+        sae=sae,
+        encoder_objective=encoder,
         amortisation_gap=encoder - exact,
     )

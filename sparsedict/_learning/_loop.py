@@ -18,7 +18,9 @@ from ._metrics import StepInfo
 def _save(path, state, history, steps):
     leaves = jax.tree_util.tree_leaves(state)
     arrays = {f"state_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
-    arrays.update({f"history_{name}": np.asarray(getattr(history, name)) for name in StepInfo._fields})
+    arrays.update(
+        {f"history_{name}": np.asarray(getattr(history, name)) for name in StepInfo._fields}
+    )
     arrays["steps"] = np.asarray(steps)
     tmp = path + ".tmp.npz"
     np.savez(tmp, **arrays)
@@ -31,7 +33,7 @@ def _load(path, like_state):
         n_leaves = treedef.num_leaves
         leaves = [data[f"state_{i}"] for i in range(n_leaves)]
         like = jax.tree_util.tree_leaves(like_state)
-        leaves = [jax.numpy.asarray(v, dtype=l.dtype) for v, l in zip(leaves, like)]
+        leaves = [jax.numpy.asarray(v, dtype=l.dtype) for v, l in zip(leaves, like, strict=False)]
         history = StepInfo(*(data[f"history_{name}"] for name in StepInfo._fields))
         return jax.tree_util.tree_unflatten(treedef, leaves), history, int(data["steps"])
 
@@ -40,11 +42,23 @@ def _concat(history, infos):
     infos = StepInfo(*(np.asarray(v) for v in infos))  # host arrays
     if history is None:
         return infos
-    return StepInfo(*(np.concatenate([h, i]) for h, i in zip(history, infos)))
+    return StepInfo(*(np.concatenate([h, i]) for h, i in zip(history, infos, strict=False)))
 
 
-def run_chunks(chunk, certify, state, *, max_steps, chunk_size, checkpoint=None, verbose=True, name="train",
-               place=None, fetch=None, save=True):
+def run_chunks(
+    chunk,
+    certify,
+    state,
+    *,
+    max_steps,
+    chunk_size,
+    checkpoint=None,
+    verbose=True,
+    name="train",
+    place=None,
+    fetch=None,
+    save=True,
+):
     """Run `chunk` until `certify` says done or `max_steps` steps; returns (state, history, done).
 
     Sharded states: `place` puts a loaded state on the devices, `fetch` brings one to the host;

@@ -43,14 +43,23 @@ class Online(eqx.Module):
         k, d = D.shape
         mask = jnp.ones(k, bool) if atom_mask is None else atom_mask
         return OnlineState(
-            D=jnp.where(mask[:, None], D, 0.0), AtA=jnp.zeros((k, k), D.dtype),
-            AtX=jnp.zeros((k, d), D.dtype), atom_mask=mask, step=jnp.int32(0),
+            D=jnp.where(mask[:, None], D, 0.0),
+            AtA=jnp.zeros((k, k), D.dtype),
+            AtX=jnp.zeros((k, d), D.dtype),
+            atom_mask=mask,
+            step=jnp.int32(0),
         )
 
     def step(self, batch, lam, tol, state):
         mask = state.atom_mask
         coded = sparse_code(
-            batch, state.D, lam, solver=self.solver, tol=tol, max_steps=self.code_max_steps, atom_mask=mask
+            batch,
+            state.D,
+            lam,
+            solver=self.solver,
+            tol=tol,
+            max_steps=self.code_max_steps,
+            atom_mask=mask,
         )
         A = jax.lax.stop_gradient(coded.codes)
         t = (state.step + 1).astype(batch.dtype)

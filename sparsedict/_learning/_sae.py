@@ -60,7 +60,9 @@ class SAETrainer(eqx.Module):
             raise ValueError(f"norm must be 'unit' or 'weighted', got {self.norm!r}")
 
     def init(self, X, D):
-        sae = SAE(W_enc=D, b_enc=jnp.zeros(D.shape[0], D.dtype), D=D, b_dec=jnp.zeros(D.shape[1], D.dtype))
+        sae = SAE(
+            W_enc=D, b_enc=jnp.zeros(D.shape[0], D.dtype), D=D, b_dec=jnp.zeros(D.shape[1], D.dtype)
+        )
         return SAEState(sae=sae, opt_state=self.optimizer.init(sae), step=jnp.int32(0))
 
     def loss(self, sae, X, lam):
@@ -79,7 +81,9 @@ class SAETrainer(eqx.Module):
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.sae)
         sae = optax.apply_updates(state.sae, updates)
         if self.norm == "unit":
-            sae = eqx.tree_at(lambda s: s.D, sae, sae.D / jnp.linalg.norm(sae.D, axis=-1, keepdims=True))
+            sae = eqx.tree_at(
+                lambda s: s.D, sae, sae.D / jnp.linalg.norm(sae.D, axis=-1, keepdims=True)
+            )
         D, A = sae.dictionary_and_codes(batch)
         info = step_info(batch - sae.b_dec, D, A, lam)
         return SAEState(sae=sae, opt_state=opt_state, step=state.step + 1), info

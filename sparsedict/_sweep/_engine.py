@@ -100,15 +100,28 @@ def _learner(spec):
     return Alternating(solver=spec.solver)
 
 
-_COMPILED = collections.OrderedDict()  # recent bucket programs: a rerun or a run after a dry run reuses them
+_COMPILED = (
+    collections.OrderedDict()
+)  # recent bucket programs: a rerun or a run after a dry run reuses them
 
 
 def compile_programs(data, spec, padded_width, members, member_batch):
     layout = data.layout
     key = (
-        spec.learner, spec.solver, spec.chunk_size, spec.batch_size, spec.stationarity_tol > 0, data.d,
-        str(data.dtype), data.init_count(padded_width), data.eval_rows, layout.kind,
-        tuple(layout.mesh.devices.flat), padded_width, members, member_batch,
+        spec.learner,
+        spec.solver,
+        spec.chunk_size,
+        spec.batch_size,
+        spec.stationarity_tol > 0,
+        data.d,
+        str(data.dtype),
+        data.init_count(padded_width),
+        data.eval_rows,
+        layout.kind,
+        tuple(layout.mesh.devices.flat),
+        padded_width,
+        members,
+        member_batch,
     )
     if key not in _COMPILED:
         _COMPILED[key] = _compile_programs(data, spec, padded_width, members, member_batch)
@@ -119,31 +132,46 @@ def compile_programs(data, spec, padded_width, members, member_batch):
 
 
 def _compile_programs(data, spec, padded_width, members, member_batch):
-    batch_shape = None if spec.learner == "alternating" else (spec.chunk_size, spec.batch_size, data.d)
+    batch_shape = (
+        None if spec.learner == "alternating" else (spec.chunk_size, spec.batch_size, data.d)
+    )
     shape = lambda rows: jax.ShapeDtypeStruct((rows, data.d), data.dtype)
     return _programs.compile_bucket(
-        _learner(spec), data.layout, members=members, padded_width=padded_width,
-        X_init=shape(data.init_count(padded_width)), X_eval=shape(data.eval_rows), batch_shape=batch_shape,
-        chunk_size=spec.chunk_size, dtype=data.dtype, with_stationarity=spec.stationarity_tol > 0,
+        _learner(spec),
+        data.layout,
+        members=members,
+        padded_width=padded_width,
+        X_init=shape(data.init_count(padded_width)),
+        X_eval=shape(data.eval_rows),
+        batch_shape=batch_shape,
+        chunk_size=spec.chunk_size,
+        dtype=data.dtype,
+        with_stationarity=spec.stationarity_tol > 0,
         member_batch=member_batch,
     )
 
 
-def run_group(data, group, padded_width, spec, programs, *, checkpoint=None, verbose=True, label=""):
+def run_group(
+    data, group, padded_width, spec, programs, *, checkpoint=None, verbose=True, label=""
+):
     """Train one group of members of a bucket with its compiled programs; returns (rows, D, per-atom)."""
     m = len(group)
     order = list(range(m)) + [m - 1] * (programs.members - m)  # pad with copies of the last member
     by_member = data.layout.sharding("members")
     column = lambda j, dt: global_array(np.array([group[i][j] for i in order], dt), by_member)
     widths, seeds, lams = column(0, np.int32), column(1, np.int32), column(2, data.dtype)
-    tol = jnp.asarray(default_tol(data.dtype) if spec.code_tol is None else spec.code_tol, data.dtype)
+    tol = jnp.asarray(
+        default_tol(data.dtype) if spec.code_tol is None else spec.code_tol, data.dtype
+    )
     states = programs.init(data.rows(data.init_count(padded_width)), widths, seeds)
     X_eval = data.rows(data.eval_rows)
 
     if spec.learner == "alternating":
+
         def chunk(states):
             return programs.chunk(X_eval, lams, tol, states)
     else:
+
         def chunk(states):
             step = int(to_host(states.step)[0])
             return programs.chunk(lams, tol, states, data.batches(step, spec.chunk_size))
@@ -155,11 +183,21 @@ def run_group(data, group, padded_width, spec, programs, *, checkpoint=None, ver
         return worst <= spec.stationarity_tol, f"{label} worst stationarity={worst:.2e}"
 
     shardings = jax.tree_util.tree_map(lambda a: a.sharding, states)
-    place = lambda loaded: jax.tree_util.tree_map(lambda a, sh: global_array(np.asarray(a), sh), loaded, shardings)
+    place = lambda loaded: jax.tree_util.tree_map(
+        lambda a, sh: global_array(np.asarray(a), sh), loaded, shardings
+    )
     states, _, _ = run_chunks(
-        chunk, certify, states, max_steps=spec.steps, chunk_size=spec.chunk_size,
-        checkpoint=checkpoint, verbose=verbose, name=f"sweep W={padded_width}",
-        place=place, fetch=to_host, save=jax.process_index() == 0,
+        chunk,
+        certify,
+        states,
+        max_steps=spec.steps,
+        chunk_size=spec.chunk_size,
+        checkpoint=checkpoint,
+        verbose=verbose,
+        name=f"sweep W={padded_width}",
+        place=place,
+        fetch=to_host,
+        save=jax.process_index() == 0,
     )
     summary = to_host(programs.summary(X_eval, lams, tol, states))
     D, steps = to_host((states.D, states.step))
@@ -169,7 +207,9 @@ def run_group(data, group, padded_width, spec, programs, *, checkpoint=None, ver
     for i, (width, seed, lam) in enumerate(group):
         bound = float(wide_limit_bound(X_host, lam))
         row = dict(width=width, seed=seed, lam=lam, bound=bound, steps=int(steps[i]))
-        row.update({key: float(np.asarray(v)[i]) for key, v in summary.items() if key != "stationarity"})
+        row.update(
+            {key: float(np.asarray(v)[i]) for key, v in summary.items() if key != "stationarity"}
+        )
         row["gap_to_bound"] = row["objective"] - bound
         rows.append(row)
     return rows, D[:m], per_atom
@@ -182,13 +222,18 @@ def plan(X, spec, *, devices=None, member_batch=None, memory_budget=None):
     in the budget is split into groups of `programs.members` members; one that cannot fit even
     with one member per device raises `MemoryError` with what to change.
     """
-    if member_batch is not None and (isinstance(member_batch, bool) or not isinstance(member_batch, int)
-                                     or member_batch < 1):
+    if member_batch is not None and (
+        isinstance(member_batch, bool) or not isinstance(member_batch, int) or member_batch < 1
+    ):
         raise ValueError(f"member_batch must be an int >= 1 or None, got {member_batch!r}")
     if memory_budget is not None and not memory_budget > 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes or None, got {memory_budget!r}")
+        raise ValueError(
+            f"memory_budget must be a positive number of bytes or None, got {memory_budget!r}"
+        )
     if devices is not None and len(devices) == 0:
-        raise ValueError("devices must hold at least one device (or be None for all of jax.devices())")
+        raise ValueError(
+            "devices must hold at least one device (or be None for all of jax.devices())"
+        )
     layout = make_layout(spec.layout, devices)
     data = _Data(X, spec, layout)
     budget = device_budget(layout, memory_budget)
@@ -197,8 +242,13 @@ def plan(X, spec, *, devices=None, member_batch=None, memory_budget=None):
     plans = {}
     for padded_width, members in spec.grouped().items():
         label = f"bucket W={padded_width} ({len(members)} members)"
-        compile_for = lambda count, W=padded_width: compile_programs(data, spec, W, count, member_batch)
-        plans[padded_width] = (members, plan_bucket(compile_for, len(members), layout, budget, label))
+        compile_for = lambda count, W=padded_width: compile_programs(
+            data, spec, W, count, member_batch
+        )
+        plans[padded_width] = (
+            members,
+            plan_bucket(compile_for, len(members), layout, budget, label),
+        )
     return data, budget, plans
 
 
@@ -214,8 +264,17 @@ def describe_plan(budget, plans) -> str:
     return "\n".join(lines)
 
 
-def run_sweep(X, spec, out=None, *, verbose=True, devices=None, member_batch=None, memory_budget=None,
-              dry_run=False):
+def run_sweep(
+    X,
+    spec,
+    out=None,
+    *,
+    verbose=True,
+    devices=None,
+    member_batch=None,
+    memory_budget=None,
+    dry_run=False,
+):
     """Run every bucket of `spec` on data `X` (n, d); results are saved in `out` as they finish.
 
     Arguments:
@@ -243,7 +302,9 @@ def run_sweep(X, spec, out=None, *, verbose=True, devices=None, member_batch=Non
         X = X.read(0, X.n)  # all signals on the devices
         if not np.all(np.isfinite(X)):  # the compiled programs run unchecked (see _programs)
             raise ValueError("X contains NaN or inf")
-    data, budget, plans = plan(X, spec, devices=devices, member_batch=member_batch, memory_budget=memory_budget)
+    data, budget, plans = plan(
+        X, spec, devices=devices, member_batch=member_batch, memory_budget=memory_budget
+    )
     verbose = verbose and jax.process_index() == 0
     if dry_run:
         return describe_plan(budget, plans)
@@ -265,14 +326,19 @@ def _run_buckets(data, spec, plans, store, rows, verbose):
             if verbose:
                 print(f"[sweep] {label}: already finished, skipped", file=sys.stderr)
             continue
-        bucket = run_bucket(data, members, padded_width, spec, programs, store=store, verbose=verbose, label=label)
+        bucket = run_bucket(
+            data, members, padded_width, spec, programs, store=store, verbose=verbose, label=label
+        )
         if store is not None:
             store.save_bucket(padded_width, *bucket)
         rows.extend(bucket[0])
         if verbose:
             done = sum(len(m) for w, (m, _) in plans.items() if w <= padded_width)
             elapsed = time.perf_counter() - start
-            print(f"[sweep] {label} done: {done}/{len(spec.members())} members, {elapsed:.1f} s", file=sys.stderr)
+            print(
+                f"[sweep] {label} done: {done}/{len(spec.members())} members, {elapsed:.1f} s",
+                file=sys.stderr,
+            )
 
 
 def run_bucket(data, members, padded_width, spec, programs, *, store=None, verbose=True, label=""):
@@ -287,10 +353,19 @@ def run_bucket(data, members, padded_width, spec, programs, *, store=None, verbo
             continue
         checkpoint = None if store is None else store.state_path(padded_width, j)
         name = label if len(groups) == 1 else f"{label} group {j + 1}/{len(groups)}"
-        parts.append(run_group(data, group, padded_width, spec, programs,
-                               checkpoint=checkpoint, verbose=verbose, label=name))
+        parts.append(
+            run_group(
+                data,
+                group,
+                padded_width,
+                spec,
+                programs,
+                checkpoint=checkpoint,
+                verbose=verbose,
+                label=name,
+            )
+        )
         if store is not None and len(groups) > 1:
             store.save_group(padded_width, j, *parts[-1])
     rows = [r for p in parts for r in p[0]]
     return rows, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
-

@@ -33,7 +33,9 @@ def _init_member(learner, X, width, seed, padded_width):
 
 
 def init_bucket(learner, X, widths, seeds, padded_width):
-    return jax.vmap(_init_member, in_axes=(None, None, 0, 0, None))(learner, X, widths, seeds, padded_width)
+    return jax.vmap(_init_member, in_axes=(None, None, 0, 0, None))(
+        learner, X, widths, seeds, padded_width
+    )
 
 
 def _steps_first(infos):
@@ -66,7 +68,9 @@ def minibatch_chunk(learner, lams, tol, states, batches, member_batch):
 
 def _exact_codes(X, lam, tol, state):
     init = state.codes if hasattr(state, "codes") and state.codes.shape[0] == X.shape[0] else None
-    return sparse_code(X, state.D, lam, init=init, atom_mask=state.atom_mask, tol=tol, max_steps=MAX_CODE_STEPS)
+    return sparse_code(
+        X, state.D, lam, init=init, atom_mask=state.atom_mask, tol=tol, max_steps=MAX_CODE_STEPS
+    )
 
 
 def member_summary(X, lam, tol, state):
@@ -86,18 +90,24 @@ def member_summary(X, lam, tol, state):
         free_atom_ratio=report.free_atom.ratio,
         max_relative_gap=jnp.max(coded.relative_gap),
         stationarity=report.stationary_residual,
-        atom_relative_constraint=jnp.where(report.atoms.masked, jnp.nan, report.atoms.relative_constraint),
+        atom_relative_constraint=jnp.where(
+            report.atoms.masked, jnp.nan, report.atoms.relative_constraint
+        ),
     )
 
 
 def member_stationarity(X, lam, tol, state):
     """The first-order certified residual alone (cheap: the per-chunk stopping test)."""
     coded = _exact_codes(X, lam, tol, state)
-    return residuals(X, state.D, coded.codes, lam, atom_mask=state.atom_mask, second_order=False).stationary_residual
+    return residuals(
+        X, state.D, coded.codes, lam, atom_mask=state.atom_mask, second_order=False
+    ).stationary_residual
 
 
 def bucket_summary(X, lams, tol, states, member_batch):
-    return over_members(lambda lam, state: member_summary(X, lam, tol, state), member_batch, lams, states)
+    return over_members(
+        lambda lam, state: member_summary(X, lam, tol, state), member_batch, lams, states
+    )
 
 
 def bucket_stationarity(X, lams, tol, states, member_batch):
@@ -111,7 +121,9 @@ def _bytes(compiled) -> int:
     if stats is None:  # a backend without memory analysis
         return 0
     return int(
-        stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        + stats.temp_size_in_bytes
         - stats.alias_size_in_bytes
     )
 
@@ -146,12 +158,27 @@ def _state_shardings(states, layout: Layout):
     """Members split over "members"; the alternating codes (m, n, W) also over "data"."""
     fields = type(states)._fields
     return type(states)(
-        *(layout.sharding("members", "data") if f == "codes" else layout.sharding("members") for f in fields)
+        *(
+            layout.sharding("members", "data") if f == "codes" else layout.sharding("members")
+            for f in fields
+        )
     )
 
 
-def compile_bucket(learner, layout: Layout, *, members, padded_width, X_init, X_eval, batch_shape,
-                   chunk_size, dtype, with_stationarity, member_batch) -> BucketPrograms:
+def compile_bucket(
+    learner,
+    layout: Layout,
+    *,
+    members,
+    padded_width,
+    X_init,
+    X_eval,
+    batch_shape,
+    chunk_size,
+    dtype,
+    with_stationarity,
+    member_batch,
+) -> BucketPrograms:
     """Lower and compile every program of a bucket from shapes; nothing is run.
 
     The data were validated on the host; the programs are traced without value checks, whose
@@ -162,12 +189,34 @@ def compile_bucket(learner, layout: Layout, *, members, padded_width, X_init, X_
     online learner, None for the alternating one.
     """
     with _validation.unchecked():
-        return _compile_bucket(learner, layout, members, padded_width, X_init, X_eval, batch_shape,
-                               chunk_size, dtype, with_stationarity, member_batch)
+        return _compile_bucket(
+            learner,
+            layout,
+            members,
+            padded_width,
+            X_init,
+            X_eval,
+            batch_shape,
+            chunk_size,
+            dtype,
+            with_stationarity,
+            member_batch,
+        )
 
 
-def _compile_bucket(learner, layout, members, padded_width, X_init, X_eval, batch_shape, chunk_size, dtype,
-                    with_stationarity, member_batch):
+def _compile_bucket(
+    learner,
+    layout,
+    members,
+    padded_width,
+    X_init,
+    X_eval,
+    batch_shape,
+    chunk_size,
+    dtype,
+    with_stationarity,
+    member_batch,
+):
     spec = lambda shape, dt, *axes: jax.ShapeDtypeStruct(shape, dt, sharding=layout.sharding(*axes))
     m = members
     widths, seeds = spec((m,), jnp.int32, "members"), spec((m,), jnp.int32, "members")
@@ -177,34 +226,62 @@ def _compile_bucket(learner, layout, members, padded_width, X_init, X_eval, batc
 
     member_batch = max(1, min(member_batch, m // layout.member_devices))
     local = _per_device(layout)
-    states_shape = jax.eval_shape(lambda X, w, s: init_bucket(learner, X, w, s, padded_width), x_init, widths, seeds)
+    states_shape = jax.eval_shape(
+        lambda X, w, s: init_bucket(learner, X, w, s, padded_width), x_init, widths, seeds
+    )
     state_sh = _state_shardings(states_shape, layout)
-    states = jax.tree_util.tree_map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), states_shape, state_sh)
+    states = jax.tree_util.tree_map(
+        lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), states_shape, state_sh
+    )
     by_member = layout.sharding("members")
     steps_by_member = layout.sharding(None, "members")
 
-    init = jax.jit(lambda X, w, s: init_bucket(learner, X, w, s, padded_width), out_shardings=state_sh)
+    init = jax.jit(
+        lambda X, w, s: init_bucket(learner, X, w, s, padded_width), out_shardings=state_sh
+    )
     init = init.lower(x_init, widths, seeds).compile()
     if batch_shape is None:
-        run = lambda X, lams, tol, states: full_data_chunk(learner, X, lams, tol, states, chunk_size, member_batch)
-        chunk = jax.jit(
-            local(run, (P(), P("members"), P(), P("members")), (P("members"), P(None, "members"))),
-            out_shardings=(state_sh, steps_by_member), donate_argnums=3,
-        ).lower(x_init, lams, tol, states).compile()
+        run = lambda X, lams, tol, states: full_data_chunk(
+            learner, X, lams, tol, states, chunk_size, member_batch
+        )
+        chunk = (
+            jax.jit(
+                local(
+                    run, (P(), P("members"), P(), P("members")), (P("members"), P(None, "members"))
+                ),
+                out_shardings=(state_sh, steps_by_member),
+                donate_argnums=3,
+            )
+            .lower(x_init, lams, tol, states)
+            .compile()
+        )
     else:
         batches = spec(batch_shape, dtype, None, "data")
-        run = lambda lams, tol, states, batches: minibatch_chunk(learner, lams, tol, states, batches, member_batch)
-        chunk = jax.jit(
-            local(run, (P("members"), P(), P("members"), P()), (P("members"), P(None, "members"))),
-            out_shardings=(state_sh, steps_by_member), donate_argnums=2,
-        ).lower(lams, tol, states, batches).compile()
+        run = lambda lams, tol, states, batches: minibatch_chunk(
+            learner, lams, tol, states, batches, member_batch
+        )
+        chunk = (
+            jax.jit(
+                local(
+                    run, (P("members"), P(), P("members"), P()), (P("members"), P(None, "members"))
+                ),
+                out_shardings=(state_sh, steps_by_member),
+                donate_argnums=2,
+            )
+            .lower(lams, tol, states, batches)
+            .compile()
+        )
     specs = ((P(), P("members"), P(), P("members")), P("members"))
-    summary = jax.jit(local(lambda *a: bucket_summary(*a, member_batch), *specs), out_shardings=by_member)
+    summary = jax.jit(
+        local(lambda *a: bucket_summary(*a, member_batch), *specs), out_shardings=by_member
+    )
     summary = summary.lower(x_eval, lams, tol, states).compile()
     stationarity = None
     if with_stationarity:
         run = local(lambda *a: bucket_stationarity(*a, member_batch), *specs)
-        stationarity = jax.jit(run, out_shardings=by_member).lower(x_eval, lams, tol, states).compile()
+        stationarity = (
+            jax.jit(run, out_shardings=by_member).lower(x_eval, lams, tol, states).compile()
+        )
     peak = {"init": _bytes(init), "chunk": _bytes(chunk), "summary": _bytes(summary)}
     if stationarity is not None:
         peak["stationarity"] = _bytes(stationarity)

@@ -21,9 +21,20 @@ import jax
 import numpy as np
 
 COLUMNS = [
-    "width", "seed", "lam", "objective", "bound", "gap_to_bound", "mean_l0", "dead_atoms",
-    "explained_variance", "max_relative_constraint", "max_block_ratio", "free_atom_ratio",
-    "max_relative_gap", "steps",
+    "width",
+    "seed",
+    "lam",
+    "objective",
+    "bound",
+    "gap_to_bound",
+    "mean_l0",
+    "dead_atoms",
+    "explained_variance",
+    "max_relative_constraint",
+    "max_block_ratio",
+    "free_atom_ratio",
+    "max_relative_gap",
+    "steps",
 ]
 
 
@@ -46,8 +57,12 @@ class ResultStore:
 
             self.manifest = {
                 "spec": spec.to_json(),
-                "versions": {"sparsedict": sparsedict.__version__, "jax": jax.__version__,
-                             "numpy": np.__version__, "python": platform.python_version()},
+                "versions": {
+                    "sparsedict": sparsedict.__version__,
+                    "jax": jax.__version__,
+                    "numpy": np.__version__,
+                    "python": platform.python_version(),
+                },
                 "devices": [str(d) for d in jax.devices()],
                 "finished_buckets": [],
             }
@@ -76,8 +91,12 @@ class ResultStore:
             return
         path = self._group_path(bucket, group)
         tmp = path + ".tmp.npz"
-        np.savez(tmp, dictionaries=dictionaries, atom_relative_constraint=atom_relative_constraint,
-                 rows=np.array(json.dumps(rows)))
+        np.savez(
+            tmp,
+            dictionaries=dictionaries,
+            atom_relative_constraint=atom_relative_constraint,
+            rows=np.array(json.dumps(rows)),
+        )
         os.replace(tmp, path)
         if os.path.exists(self.state_path(bucket, group)):
             os.remove(self.state_path(bucket, group))
@@ -87,7 +106,11 @@ class ResultStore:
         if not os.path.exists(path):
             return None
         with np.load(path) as data:
-            return json.loads(str(data["rows"])), data["dictionaries"], data["atom_relative_constraint"]
+            return (
+                json.loads(str(data["rows"])),
+                data["dictionaries"],
+                data["atom_relative_constraint"],
+            )
 
     def save_bucket(self, bucket, rows, dictionaries, atom_relative_constraint):
         self.manifest["finished_buckets"].append(int(bucket))
@@ -96,7 +119,12 @@ class ResultStore:
         path = os.path.join(self.folder, f"bucket_{bucket}.npz")
         tmp = path + ".tmp.npz"
         columns = {c: np.array([r[c] for r in rows]) for c in ("width", "seed", "lam")}
-        np.savez(tmp, dictionaries=dictionaries, atom_relative_constraint=atom_relative_constraint, **columns)
+        np.savez(
+            tmp,
+            dictionaries=dictionaries,
+            atom_relative_constraint=atom_relative_constraint,
+            **columns,
+        )
         os.replace(tmp, path)
         table = os.path.join(self.folder, "results.csv")
         new = not os.path.exists(table)
@@ -117,8 +145,14 @@ class ResultStore:
         for bucket in sorted(self.manifest["finished_buckets"]):
             with np.load(os.path.join(self.folder, f"bucket_{bucket}.npz")) as data:
                 for i, w in enumerate(data["width"]):
-                    out.append((int(w), int(data["seed"][i]), float(data["lam"][i]),
-                                data["atom_relative_constraint"][i][: int(w)]))
+                    out.append(
+                        (
+                            int(w),
+                            int(data["seed"][i]),
+                            float(data["lam"][i]),
+                            data["atom_relative_constraint"][i][: int(w)],
+                        )
+                    )
         return out
 
     def rows(self):
@@ -132,7 +166,9 @@ class ResultStore:
         """The learned dictionary (width, d) of one member."""
         for bucket in self.manifest["finished_buckets"]:
             with np.load(os.path.join(self.folder, f"bucket_{bucket}.npz")) as data:
-                hit = (data["width"] == width) & (data["seed"] == seed) & np.isclose(data["lam"], lam)
+                hit = (
+                    (data["width"] == width) & (data["seed"] == seed) & np.isclose(data["lam"], lam)
+                )
                 if hit.any():
                     return data["dictionaries"][int(np.argmax(hit))][:width]
         raise KeyError(f"no finished member with width={width}, seed={seed}, lam={lam}")

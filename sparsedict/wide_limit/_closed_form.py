@@ -61,8 +61,10 @@ def closed_form(X, lam, weights) -> WideLimitSolution:
     same = (U @ U.T >= 1 - _SAME_DIRECTION_EPS * eps) & represented[None, :] & represented[:, None]
     owner = jnp.argmax(same, axis=1)  # first signal with the same direction (itself if none)
     atom_mask = represented & (owner == jnp.arange(n))
-    codes = jnp.zeros((n, n), X.dtype).at[jnp.arange(n), owner].set(
-        jnp.where(represented, norms - lam, 0.0)
+    codes = (
+        jnp.zeros((n, n), X.dtype)
+        .at[jnp.arange(n), owner]
+        .set(jnp.where(represented, norms - lam, 0.0))
     )
     return WideLimitSolution(
         dictionary=jnp.where(atom_mask[:, None], U, 0.0),
