@@ -125,7 +125,9 @@ def sweep(X, widths, seeds, lam, steps, stationarity_tol=1e-10):
         with np.load(os.path.join(folder, f"bucket_{max(widths)}.npz")) as stored:
             dictionaries = {
                 (int(w), int(s)): D[: int(w)]
-                for w, s, D in zip(stored["width"], stored["seed"], stored["dictionaries"], strict=False)
+                for w, s, D in zip(
+                    stored["width"], stored["seed"], stored["dictionaries"], strict=False
+                )
             }
     return rows, dictionaries
 

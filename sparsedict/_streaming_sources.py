@@ -67,7 +67,9 @@ class SignalSource(abc.ABC):
         run_start = wanted[np.concatenate([[0], np.flatnonzero(np.diff(run_id)) + 1])][run_id]
         piece = np.stack([run_id, (wanted - run_start) // run])
         cuts = np.flatnonzero(np.any(np.diff(piece, axis=1) != 0, axis=0)) + 1
-        for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [rows.size]]), strict=False):
+        for lo, hi in zip(
+            np.concatenate([[0], cuts]), np.concatenate([cuts, [rows.size]]), strict=False
+        ):
             first, last = int(wanted[lo]), int(wanted[hi - 1])
             out[order[lo:hi]] = self.read(first, last + 1)[wanted[lo:hi] - first]
         return out

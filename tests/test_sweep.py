@@ -324,7 +324,9 @@ def test_two_processes_with_jax_distributed_match_one(X, tmp_path):
     assert main([*common, "--out", str(tmp_path / "one")]) == 0
     members = [(w, 0, LAM) for w in (2, 3)]
     for a, b in zip(
-        dictionaries(str(tmp_path / "two"), members), dictionaries(str(tmp_path / "one"), members), strict=False
+        dictionaries(str(tmp_path / "two"), members),
+        dictionaries(str(tmp_path / "one"), members),
+        strict=False,
     ):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
