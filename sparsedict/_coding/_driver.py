@@ -196,18 +196,29 @@ def sparse_code(
     a `matmul_dtype`, they are the derivatives of the input-dtype problem at the returned codes.
     """
     X2, D, lam, init, atom_mask, tol, single = coding_inputs(X, D, lam, init, atom_mask, tol)
-    solver = _solver(solver)
     max_steps = jnp.asarray(check.positive_int(max_steps, "max_steps"), jnp.int32)
     low = check_matmul_dtype(matmul_dtype, X2.dtype)
-    # The loop sees no derivatives; the codes get exact ones by implicit differentiation.
-    sg = jax.lax.stop_gradient
-    result = _sparse_code(
-        sg(X2), sg(D), sg(lam), sg(init), atom_mask, sg(tol), max_steps, solver, low
-    )
-    result = eqx.tree_at(lambda r: r.codes, result, implicit_codes(result.codes, X2, D, lam))
+    result = solve(X2, D, lam, init, atom_mask, tol, max_steps, _solver(solver), low)
     if throw:
         result = result.result.error_if(result, result.result != RESULTS.successful)
     return unbatch(result) if single else result
+
+
+def solve(X, D, lam, init, atom_mask, tol, max_steps, solver, matmul_dtype=None) -> CodingResult:
+    """The coding kernel on validated arrays: the seam between public entries and internal code.
+
+    `X` (n, d), `D` (k, d), `lam` (n,), `init` (n, k) nonnegative, `atom_mask` (k,) or None, `tol`
+    and `max_steps` scalar arrays, `solver` an instance, `matmul_dtype` None or a narrower dtype
+    (as returned by `check_matmul_dtype`). Nothing is checked here: [`sparse_code`][] validates
+    once and calls this; learners, sweeps, certify and the wide limit call it on arrays they have
+    validated themselves. The codes carry exact derivatives (implicit differentiation).
+    """
+    # The loop sees no derivatives; the codes get exact ones by implicit differentiation.
+    sg = jax.lax.stop_gradient
+    result = _sparse_code(
+        sg(X), sg(D), sg(lam), sg(init), atom_mask, sg(tol), max_steps, solver, matmul_dtype
+    )
+    return eqx.tree_at(lambda r: r.codes, result, implicit_codes(result.codes, X, D, lam))
 
 
 def coding_inputs(X, D, lam, init, atom_mask, tol):
