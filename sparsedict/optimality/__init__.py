@@ -13,12 +13,17 @@ import jax.numpy as jnp
 from jaxtyping import ArrayLike, Float
 
 from .._coding._driver import sparse_code
+from ._absorption import Absorption as Absorption
+from ._absorption import absorption as absorption
+from ._absorption import noiseless_codes as noiseless_codes
 from ._exchange import ExchangeReport as ExchangeReport
 from ._exchange import exchange as exchange
 from ._first_order import atom_residuals, signal_residuals
 from ._free_atom import free_atom
 from ._inputs import positive_lam, signals_dictionary_codes
 from ._inputs import weights as check_weights
+from ._local_test import LocalTest as LocalTest
+from ._local_test import local_test as local_test
 from ._objective_mean import mean_objective as objective
 from ._report import AtomResiduals as AtomResiduals
 from ._report import FreeAtom as FreeAtom
@@ -27,13 +32,18 @@ from ._report import SignalResiduals as SignalResiduals
 from ._second_order import second_order
 
 __all__ = [
+    "Absorption",
     "AtomResiduals",
     "ExchangeReport",
     "FreeAtom",
+    "LocalTest",
     "OptimalityReport",
     "SignalResiduals",
     "certify",
+    "absorption",
     "exchange",
+    "local_test",
+    "noiseless_codes",
     "objective",
     "residuals",
 ]
