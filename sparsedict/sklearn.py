@@ -177,8 +177,9 @@ class NonnegativeDictionaryLearning(_DictionaryLearner):
         random_state: seeds the initial atoms.
 
     Attributes:
-        components_ (n_components, n_features) unit-norm atoms; n_iter_; error_ (the objective,
-        mean over samples); n_features_in_.
+        components_: (n_components, n_features) unit-norm atoms.
+        n_iter_: training steps taken.
+        error_: the objective with exact codes, averaged over samples.
     """
 
     def __init__(
