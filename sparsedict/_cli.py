@@ -104,9 +104,12 @@ def _sweep_on_this_host(args) -> int:
         )  # streamed: only minibatches are read
         source = f"{args.data} (streamed, {np.dtype(X.dtype).name})"
     elif args.data:
-        X = np.asarray(datasets.load_array(args.data, args.key), dtype)
-        if X.ndim != 2:
-            raise SystemExit(f"--data must hold a 2-D array (n, d) of signals, got shape {X.shape}")
+        array = np.asarray(datasets.load_array(args.data, args.key), dtype)
+        if array.ndim != 2:
+            raise SystemExit(
+                f"--data must hold a 2-D array (n, d) of signals, got shape {array.shape}"
+            )
+        X = array
         source = args.data
     elif args.dataset == "patches":
         X, source = datasets.image_patches(args.n, dtype=dtype), "8x8 natural-image patches"

@@ -56,7 +56,9 @@ class Shuffle(eqx.Module):
     def rows(self, n: int, seed: int, start: int, stop: int) -> np.ndarray:
         """Row indices at stream positions `start:stop` (position p is in epoch p // n)."""
         out = np.empty(stop - start, np.int64)
-        pos, plan, group = start, (None, None), (None, None)
+        pos = start
+        plan: tuple = (None, None)
+        group: tuple = (None, None)
         while pos < stop:
             epoch, offset = divmod(pos, n)
             if plan[0] != epoch:

@@ -47,8 +47,10 @@ class Prefetcher:
             stop,
             device,
         )
-        self._thread, self._next = None, None
-        self._halt, self._queue = threading.Event(), None
+        self._thread: threading.Thread | None = None
+        self._next: int | None = None
+        self._halt = threading.Event()
+        self._queue: queue.Queue | None = None
 
     def _read(self, step):
         return jax.device_put(self.minibatches.batches(step, self.count), self.device)

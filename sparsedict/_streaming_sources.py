@@ -134,7 +134,7 @@ class FileSource(SignalSource):
         if self.n == 0:
             raise ValueError(f"{self.name} is empty: it must hold at least one signal")
         self._lock = threading.Lock()
-        self._fds = {}  # path -> open descriptor, closed with the source
+        self._fds: dict[str, int] = {}  # path -> open descriptor, closed with the source
         weakref.finalize(self, _close_all, self._fds)
         self._decoded = (None, None)  # the last compressed .npz member read, decoded
 

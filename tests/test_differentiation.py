@@ -8,16 +8,13 @@ import pathlib
 import re
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+from problems import unit_rows
 
-jax.config.update("jax_enable_x64", True)
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
-from problems import unit_rows  # noqa: E402
-
-import sparsedict as sd  # noqa: E402
+import sparsedict as sd
 
 # Central differences with step 1e-6 in float64: truncation ~1e-12, rounding ~1e-10 relative.
 FD_STEP = 1e-6

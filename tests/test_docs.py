@@ -57,6 +57,7 @@ def test_page_snippets_run(page, tmp_path, monkeypatch):
             ) from e
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("mkdocs") is None,
     reason='mkdocs not installed (pip install ".[docs]")',

@@ -180,6 +180,7 @@ def test_bad_input(kwargs, error, message):
         sd.learn_dictionary(args.pop("X"), args.pop("k"), args.pop("lam"), max_steps=10, **args)
 
 
+@pytest.mark.slow
 def test_data_parallel_learning_over_virtual_devices_matches_one_device(tmp_path):
     # signals (alternating) or minibatches (online, SAE) split over 4 devices: the single-device result
     import os

@@ -1,17 +1,14 @@
 """Optimality residuals (THEORY sections 1-4) against closed forms, finite differences and the
 worked examples of section 7."""
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
 
-jax.config.update("jax_enable_x64", True)
-
-import equinox as eqx  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-import sparsedict  # noqa: E402
-from sparsedict import optimality, wide_limit  # noqa: E402
+import sparsedict
+from sparsedict import optimality, wide_limit
 
 # Residuals at an exact stationary point (float64, closed forms or converged codes).
 STATIONARY = 1e-8

@@ -132,6 +132,7 @@ def layout_spec(learner, layout):
     )
 
 
+@pytest.mark.slow
 def test_layouts_over_virtual_devices_match_one_device(X, tmp_path):
     # members split over 4 devices, or signals (alternating) / minibatches (online) split over
     # them with the statistics all-reduced: the same dictionaries as on one device.
@@ -266,6 +267,7 @@ def test_memory_plan_splits_a_bucket_or_refuses(X, tmp_path):
             sd.run_sweep(X, s, **kw)
 
 
+@pytest.mark.slow
 def test_two_processes_with_jax_distributed_match_one(X, tmp_path):
     # Two CPU processes joined by jax.distributed (the multi-host runtime), members split over
     # their devices: the results of one process alone.

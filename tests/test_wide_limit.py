@@ -1,16 +1,12 @@
 """The wide limit (THEORY sections 5-6): closed form, Huber bound, convex candidate problem and the
 convex infinite-width ReLU SAE, against independent numpy references."""
 
-import jax
+import equinox as eqx
+import numpy as np
+import pytest
 
-jax.config.update("jax_enable_x64", True)
-
-import equinox as eqx  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-import sparsedict  # noqa: E402
-from sparsedict import optimality, wide_limit  # noqa: E402
+import sparsedict
+from sparsedict import optimality, wide_limit
 
 CLOSED_FORM = 1e-12
 # Relative duality gap asked of the convex solvers, and the matching agreement in objective.

@@ -100,9 +100,8 @@ def _learner(spec):
     return Alternating(solver=spec.solver)
 
 
-_COMPILED = (
-    collections.OrderedDict()
-)  # recent bucket programs: a rerun or a run after a dry run reuses them
+# Recent bucket programs: a rerun or a run after a dry run reuses them.
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
 
 
 def compile_programs(data, spec, padded_width, members, member_batch):

@@ -23,7 +23,7 @@ from ..optimality import residuals
 from ._layout import Layout
 
 # Traces of the training-chunk programs (a test checks: one per bucket, never one per member).
-TRACES = collections.Counter()
+TRACES: collections.Counter = collections.Counter()
 MAX_CODE_STEPS = 5000
 
 
