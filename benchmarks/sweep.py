@@ -169,8 +169,10 @@ def main(argv=None):
     lines = [
         f"# Width sweep vs loop over widths ({'quick' if args.quick else 'full'})",
         "",
-        f"device {result['device']} ({result['cpu_count']} cores), jax {jax.__version__}; n={n}, d={d}, "
-        f"{steps} {args.learner} steps ({args.solver}), widths {widths}, seeds {seeds}, buckets={args.buckets}, "
+        f"device {result['device']} ({result['cpu_count']} cores), jax {jax.__version__}; n={n}, "
+        f"d={d}, "
+        f"{steps} {args.learner} steps ({args.solver}), widths {widths}, seeds {seeds}, "
+        f"buckets={args.buckets}, "
         f"member_batch={args.member_batch or 'default'}, "
         f"{'baseline' if args.loop_first else 'sweep'} run first",
         "",
@@ -179,16 +181,19 @@ def main(argv=None):
         f"| vmapped sweep | {sweep_time:.1f} | {sweep_compiles} |",
         f"| loop, one jit per width | {loop_time:.1f} | {loop_compiles} |",
         "",
-        f"speedup {result['speedup']:.2f}x; padding overhead {result['padding_overhead']:.2f}x atom-steps; "
+        f"speedup {result['speedup']:.2f}x; padding overhead {result['padding_overhead']:.2f}x "
+        f"atom-steps; "
         f"largest objective difference between the two {agree:.1e}",
-        "(sweep compiles: one training program per bucket; each side also compiles its initialisation "
+        "(sweep compiles: one training program per bucket; each side also compiles its "
+        "initialisation "
         "and final-report programs)",
     ]
     print("\n".join(lines))
     if not args.quick:
         os.makedirs(args.out, exist_ok=True)
         device = jax.devices()[0].platform
-        name = f"sweep_{device}_{args.learner}_{args.buckets}_{len(widths)}w_{'loopfirst' if args.loop_first else 'sweepfirst'}"
+        order = "loopfirst" if args.loop_first else "sweepfirst"
+        name = f"sweep_{device}_{args.learner}_{args.buckets}_{len(widths)}w_{order}"
         with open(os.path.join(args.out, name + ".json"), "w") as f:
             json.dump(result, f, indent=2)
         with open(os.path.join(args.out, name + ".md"), "w") as f:

@@ -78,7 +78,8 @@ class Experiment:
             f"| {_fmt(p)} | {_fmt(m)} | {'yes' if ok else '**NO**'} |" for p, m, ok in self.checks
         ]
         text = (
-            f"## {self.name}\n\n*{mode} run (`python -m experiments.{self.name}{' --quick' if self.quick else ''}`), {elapsed:.0f} s*\n\n"
+            f"## {self.name}\n\n*{mode} run (`python -m "
+            f"experiments.{self.name}{' --quick' if self.quick else ''}`), {elapsed:.0f} s*\n\n"
             + "\n\n".join(self.sections + ["\n".join(checks)])
             + "\n"
         )

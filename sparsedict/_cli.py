@@ -36,7 +36,8 @@ def _demo(args) -> int:
     print(f"solved in {elapsed:.2f} s (including compilation)\n")
     print("per-signal certificates (first 8 signals):")
     print(
-        f"{'signal':>6} {'L0':>4} {'primal':>10} {'gap':>10} {'rel. gap':>10} {'KKT':>10} {'conv.':>6}"
+        f"{'signal':>6} {'L0':>4} {'primal':>10} {'gap':>10} {'rel. gap':>10} {'KKT':>10} "
+        f"{'conv.':>6}"
     )
     for i in range(min(8, args.n)):
         print(
@@ -140,7 +141,8 @@ def _sweep_on_this_host(args) -> int:
     print(
         f"sparsedict sweep: {source}, n={X.shape[0]}, d={X.shape[1]}; widths {spec.widths}, "
         f"seeds {spec.seeds}, lams {spec.lams}; {len(spec.members())} members in "
-        f"{len(spec.grouped())} buckets on {len(jax.devices())} {jax.devices()[0].platform} device(s); "
+        f"{len(spec.grouped())} buckets on {len(jax.devices())} {jax.devices()[0].platform} "
+        f"device(s); "
         f"results in {args.out}"
     )
     start = time.perf_counter()
@@ -155,19 +157,27 @@ def _sweep_on_this_host(args) -> int:
     if jax.process_index() != 0:
         return 0  # the first host prints and plots
     print(f"\nswept in {time.perf_counter() - start:.1f} s; mean over seeds per width:")
-    header = f"{'lam':>6} {'width':>6} {'objective':>10} {'bound':>9} {'F-bound':>9} {'L0':>6} {'dead':>5} {'expl.var':>8} {'stationarity':>12}"
+    header = (
+        f"{'lam':>6} {'width':>6} {'objective':>10} {'bound':>9} {'F-bound':>9} {'L0':>6} "
+        f"{'dead':>5} {'expl.var':>8} {'stationarity':>12}"
+    )
     print(header)
     for lam in spec.lams:
         for width in sorted(set(spec.widths)):
             sel = [r for r in rows if r["lam"] == lam and r["width"] == width]
-            mean = lambda key: float(np.mean([r[key] for r in sel]))
+
+            def mean(key, sel=sel):
+                return float(np.mean([r[key] for r in sel]))
+
             print(
                 f"{lam:>6g} {width:>6d} {mean('objective'):>10.5f} {mean('bound'):>9.5f} "
                 f"{mean('gap_to_bound'):>9.5f} {mean('mean_l0'):>6.2f} {mean('dead_atoms'):>5.1f} "
-                f"{mean('explained_variance'):>8.4f} {max(r['max_relative_constraint'] for r in sel):>12.2e}"
+                f"{mean('explained_variance'):>8.4f} "
+                f"{max(r['max_relative_constraint'] for r in sel):>12.2e}"
             )
     print(
-        "(stationarity: largest per-atom |s_k/m_k - lam d_k| / lam over seeds; 0 at a stationary point)"
+        "(stationarity: largest per-atom |s_k/m_k - lam d_k| / lam over seeds; 0 at a stationary "
+        "point)"
     )
     paths = write_plots(rows, ResultStore(args.out, spec).per_atom(), args.out)
     if paths:
@@ -239,7 +249,8 @@ def main(argv=None) -> int:
         "lam), trained together (vmap over members, padded width buckets, sharded over all "
         "devices). Prints a table per width (objective, wide-limit bound, L0, dead atoms, "
         "explained variance, stationarity) and writes results.csv, bucket_<W>.npz (dictionaries), "
-        "manifest.json and plots to --out. Rerunning with the same --out resumes an interrupted sweep.",
+        "manifest.json and plots to --out. Rerunning with the same --out resumes an interrupted "
+        "sweep.",
     )
     sweep.add_argument("--data", help="your activations: .npy, .npz or .safetensors, shape (n, d)")
     sweep.add_argument("--key", help="array name inside an .npz/.safetensors file")

@@ -118,7 +118,8 @@ class FileSource(SignalSource):
                 )
             if s.shape[1] != first.shape[1]:
                 raise ValueError(
-                    f"{label} has d = {s.shape[1]} features but {first.path} has d = {first.shape[1]}"
+                    f"{label} has d = {s.shape[1]} features but {first.path} has d = "
+                    f"{first.shape[1]}"
                 )
             if s.dtype != first.dtype:
                 raise ValueError(
@@ -224,7 +225,8 @@ def _expand(path):
 
 
 def open_signals(signals, *, key: str | None = None, name: str | None = None) -> SignalSource:
-    """A [`SignalSource`][sparsedict.streaming.SignalSource] for in-memory signals, a file, a glob pattern or a list of shards.
+    """A [`SignalSource`][sparsedict.streaming.SignalSource] for in-memory signals, a file, a glob
+    pattern or a list of shards.
 
     Arguments:
         signals: a `SignalSource` (returned as is); an (n, d) array (kept in memory; a JAX array

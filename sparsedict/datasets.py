@@ -28,9 +28,11 @@ def feature_mixture(n=2048, d=32, seed=0, dtype=np.float32):
     All feature directions are random unit vectors. Returns `X` (n, d).
     """
     rng = np.random.default_rng(seed)
-    unit = lambda m: (lambda M: M / np.linalg.norm(M, axis=1, keepdims=True))(
-        rng.standard_normal((m, d))
-    )
+
+    def unit(m):
+        M = rng.standard_normal((m, d))
+        return M / np.linalg.norm(M, axis=1, keepdims=True)
+
     independent, parents, children, dense = unit(8), unit(3), unit(9), unit(1)[0]
     X = ((rng.random((n, 8)) < 0.1) * rng.uniform(0.5, 1.5, (n, 8))) @ independent
     parent_on = rng.random((n, 3)) < 0.15
@@ -69,7 +71,8 @@ def image_patches(n=5000, size=8, seed=0, dtype=np.float32):
 
 
 def load_array(path, key=None):
-    """An array from `.npy`, `.npz` (`key` or its only array) or `.safetensors` (`key` or its only tensor)."""
+    """An array from `.npy`, `.npz` (`key` or its only array) or `.safetensors` (`key` or its only
+    tensor)."""
     import os
 
     if not os.path.exists(path):

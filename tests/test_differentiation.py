@@ -94,8 +94,11 @@ def test_value_gradient_is_envelope_formula(rng):
     assert_close(gX, R, EXACT_RTOL)
     assert_close(gD, -A.T @ R, EXACT_RTOL)
     assert_close(glam, A.sum(1), EXACT_RTOL)
+
     # Second derivative in lam (through the implicit codes): -1^T G_SS^{-1} 1 per signal.
-    value = lambda x, l: sd.lasso_value(x, D, l, tol=TOL)  # noqa: E731
+    def value(x, lam_i):
+        return sd.lasso_value(x, D, lam_i, tol=TOL)
+
     hess = jax.vmap(jax.grad(jax.grad(value, argnums=1), argnums=1))
     expected = []
     for a in np.asarray(A):
@@ -145,10 +148,13 @@ def test_vmap_over_signals_and_over_lam(rng):
 
     # vmap over a grid of scalar lam, shared X and D.
     lams = jnp.asarray([0.25, 0.3, 0.35])
-    loss = lambda l, D: jnp.sum(codes(X, D, l) ** 2)  # noqa: E731
+
+    def loss(lam_i, D):
+        return jnp.sum(codes(X, D, lam_i) ** 2)
+
     grid = jax.vmap(jax.grad(loss, argnums=(0, 1)), in_axes=(0, None))(lams, D)
-    for i, l in enumerate(lams):
-        one = jax.grad(loss, argnums=(0, 1))(l, D)
+    for i, lam_i in enumerate(lams):
+        one = jax.grad(loss, argnums=(0, 1))(lam_i, D)
         assert_close(grid[0][i], one[0], EXACT_RTOL)
         assert_close(grid[1][i], one[1], EXACT_RTOL)
 

@@ -37,7 +37,10 @@ def python_blocks(text):
 
 
 def test_block_extraction():
-    text = "a\n```python\nx = 1\n```\n<!-- no-run -->\n```python\nraise SystemExit\n```\n```bash\nls\n```\n"
+    text = (
+        "a\n```python\nx = 1\n```\n<!-- no-run -->\n```python\nraise "
+        "SystemExit\n```\n```bash\nls\n```\n"
+    )
     assert python_blocks(text) == ["x = 1\n"]
 
 

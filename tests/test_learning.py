@@ -102,7 +102,8 @@ def test_sae_close_to_alternating_and_reports_amortisation_gap(planted, alternat
     f = [objective(X, np.asarray(r.dictionary), LAM) for r in runs]
     sae, f_exact = runs[int(np.argmin(f))], min(f)
     np.testing.assert_allclose(float(sae.objective), f_exact, rtol=1e-8)
-    # stated target: the best decoder of 4 seeds with exact codes within 2% of the alternating optimum
+    # stated target: the best decoder of 4 seeds with exact codes within 2% of the alternating
+    # optimum
     assert f_exact <= 1.02 * float(alternating.objective)
     # amortisation gap: encoder codes are feasible codes for the same decoder, so gap >= 0
     D, A_enc = (
@@ -182,7 +183,8 @@ def test_bad_input(kwargs, error, message):
 
 @pytest.mark.slow
 def test_data_parallel_learning_over_virtual_devices_matches_one_device(tmp_path):
-    # signals (alternating) or minibatches (online, SAE) split over 4 devices: the single-device result
+    # signals (alternating) or minibatches (online, SAE) split over 4 devices: the single-device
+    # result
     import os
     import subprocess
     import sys
@@ -196,10 +198,12 @@ def test_data_parallel_learning_over_virtual_devices_matches_one_device(tmp_path
         out = {{}}
         for devices in (None, jax.devices()):
             for method in ("alternating", "online"):
-                r = sd.learn_dictionary(X, 6, 0.1, method=method, max_steps=8, chunk_size=4, batch_size=32,
+                r = sd.learn_dictionary(X, 6, 0.1, method=method, max_steps=8, chunk_size=4,
+                batch_size=32,
                                         stationarity_tol=0.0, devices=devices)
                 out[f"{{method}}-{{devices is not None}}"] = np.asarray(r.dictionary)
-            sae = sd.train_sae(X, 6, 0.1, steps=20, chunk_size=10, batch_size=32, stationarity_tol=0.0,
+            sae = sd.train_sae(X, 6, 0.1, steps=20, chunk_size=10, batch_size=32,
+            stationarity_tol=0.0,
                                devices=devices)
             out[f"sae-{{devices is not None}}"] = np.asarray(sae.dictionary)
         np.savez({!r}, **out)

@@ -78,7 +78,10 @@ def test_rows_are_consistent(X):
         assert 0 <= r["mean_l0"] <= r["width"]
         assert r["explained_variance"] <= 1
     # wider dictionaries do better on average
-    mean = lambda w: np.mean([r["objective"] for r in rows if r["width"] == w])
+
+    def mean(w):
+        return np.mean([r["objective"] for r in rows if r["width"] == w])
+
     assert mean(4) < mean(2)
 
 
@@ -144,7 +147,8 @@ def test_layouts_over_virtual_devices_match_one_device(X, tmp_path):
         assert len(jax.devices()) == 4, jax.devices()
         X = np.load({str(tmp_path / "X.npy")!r})
         for learner, layout in LAYOUTS:
-            sd.run_sweep(X, layout_spec(learner, layout), out={str(tmp_path)!r} + f"/{{learner}}-{{layout}}",
+            sd.run_sweep(X, layout_spec(learner, layout), out={str(tmp_path)!r} +
+            f"/{{learner}}-{{layout}}",
                          verbose=False)
         """
     )

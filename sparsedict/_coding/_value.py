@@ -26,7 +26,8 @@ def lasso_value(
     init: Float[ArrayLike, "n k"] | None = None,
     atom_mask: ArrayLike | None = None,
 ) -> Float[Array, "*n"]:
-    r"""Optimal objective $F_i = \min_{a \ge 0} \tfrac12\|x_i - aD\|^2 + \lambda_i \|a\|_1$ per signal.
+    r"""Optimal objective $F_i = \min_{a \ge 0} \tfrac12\|x_i - aD\|^2 + \lambda_i \|a\|_1$ per
+    signal.
 
     Arguments are those of [`sparsedict.sparse_code`][]. First derivatives in X, D and lam come
     from the envelope theorem (exact at the computed codes, cost of one residual); second

@@ -216,7 +216,8 @@ def learn_dictionary(
     verbose: bool = False,
     devices: Sequence[jax.Device] | None = None,
 ) -> LearnedDictionary:
-    r"""Learn a unit-norm dictionary for $F(D, A) = \frac1n\sum_i \tfrac12\|x_i - a_iD\|^2 + \lambda\|a_i\|_1$.
+    r"""Learn a unit-norm dictionary for $F(D, A) = \frac1n\sum_i \tfrac12\|x_i - a_iD\|^2 +
+    \lambda\|a_i\|_1$.
 
     Arguments:
         X: training signals (n, d): an array, or streamed input (`method="online"`): the path of
@@ -247,7 +248,8 @@ def learn_dictionary(
             input the returned `codes` and `objective` are those of these first `eval_size`
             signals too; for an in-memory array they cover all signals.
         checkpoint: path of an `.npz` file: saved after each chunk, resumed from if present. The
-            minibatches depend on `(seed, step)` only, so a resumed run ends as an uninterrupted one.
+            minibatches depend on `(seed, step)` only, so a resumed run ends as an uninterrupted
+            one.
         shuffle: the online minibatch order (default `Shuffle()`: a uniform permutation per epoch
             up to 65,536 signals, block-wise beyond).
         prefetch: chunks of minibatches read ahead in a background thread (0: none).

@@ -134,7 +134,10 @@ def _compile_programs(data, spec, padded_width, members, member_batch):
     batch_shape = (
         None if spec.learner == "alternating" else (spec.chunk_size, spec.batch_size, data.d)
     )
-    shape = lambda rows: jax.ShapeDtypeStruct((rows, data.d), data.dtype)
+
+    def shape(rows):
+        return jax.ShapeDtypeStruct((rows, data.d), data.dtype)
+
     return _programs.compile_bucket(
         _learner(spec),
         data.layout,
@@ -153,11 +156,15 @@ def _compile_programs(data, spec, padded_width, members, member_batch):
 def run_group(
     data, group, padded_width, spec, programs, *, checkpoint=None, verbose=True, label=""
 ):
-    """Train one group of members of a bucket with its compiled programs; returns (rows, D, per-atom)."""
+    """Train one group of members of a bucket with its compiled programs; returns (rows, D,
+    per-atom)."""
     m = len(group)
     order = list(range(m)) + [m - 1] * (programs.members - m)  # pad with copies of the last member
     by_member = data.layout.sharding("members")
-    column = lambda j, dt: global_array(np.array([group[i][j] for i in order], dt), by_member)
+
+    def column(j, dt):
+        return global_array(np.array([group[i][j] for i in order], dt), by_member)
+
     widths, seeds, lams = column(0, np.int32), column(1, np.int32), column(2, data.dtype)
     tol = jnp.asarray(
         default_tol(data.dtype) if spec.code_tol is None else spec.code_tol, data.dtype
@@ -182,9 +189,12 @@ def run_group(
         return worst <= spec.stationarity_tol, f"{label} worst stationarity={worst:.2e}"
 
     shardings = jax.tree_util.tree_map(lambda a: a.sharding, states)
-    place = lambda loaded: jax.tree_util.tree_map(
-        lambda a, sh: global_array(np.asarray(a), sh), loaded, shardings
-    )
+
+    def place(loaded):
+        return jax.tree_util.tree_map(
+            lambda a, sh: global_array(np.asarray(a), sh), loaded, shardings
+        )
+
     states, _, _ = run_chunks(
         chunk,
         certify,
@@ -241,9 +251,10 @@ def plan(X, spec, *, devices=None, member_batch=None, memory_budget=None):
     plans = {}
     for padded_width, members in spec.grouped().items():
         label = f"bucket W={padded_width} ({len(members)} members)"
-        compile_for = lambda count, W=padded_width: compile_programs(
-            data, spec, W, count, member_batch
-        )
+
+        def compile_for(count, W=padded_width):
+            return compile_programs(data, spec, W, count, member_batch)
+
         plans[padded_width] = (
             members,
             plan_bucket(compile_for, len(members), layout, budget, label),

@@ -75,5 +75,6 @@ def _refusal(programs, budget, label):
         f"{label}: one member per device needs {gib(peak(programs))} per device (program "
         f"{worst!r}), more than the memory budget of {gib(budget)}. Use learner='online' (memory "
         f"independent of the number of signals), layout='data' (signals split over devices), fewer "
-        f"signals, a smaller batch_size or chunk_size, or raise memory_budget if the detection is wrong."
+        f"signals, a smaller batch_size or chunk_size, or raise memory_budget if the detection is "
+        f"wrong."
     )

@@ -54,14 +54,20 @@ def over_members(fn, member_batch, *xs):
 
 def full_data_chunk(learner, X, lams, tol, states, length, member_batch):
     TRACES["chunk", states.D.shape[1]] += 1
-    step = lambda lam, state: scan_full_data(learner, X, lam, tol, state, length)
+
+    def step(lam, state):
+        return scan_full_data(learner, X, lam, tol, state, length)
+
     states, infos = over_members(step, member_batch, lams, states)
     return states, _steps_first(infos)
 
 
 def minibatch_chunk(learner, lams, tol, states, batches, member_batch):
     TRACES["chunk", states.D.shape[1]] += 1
-    step = lambda lam, state: scan_minibatches(learner, lam, tol, state, batches)
+
+    def step(lam, state):
+        return scan_minibatches(learner, lam, tol, state, batches)
+
     states, infos = over_members(step, member_batch, lams, states)
     return states, _steps_first(infos)
 
@@ -111,7 +117,9 @@ def bucket_summary(X, lams, tol, states, member_batch):
 
 
 def bucket_stationarity(X, lams, tol, states, member_batch):
-    run = lambda lam, state: member_stationarity(X, lam, tol, state)
+    def run(lam, state):
+        return member_stationarity(X, lam, tol, state)
+
     return over_members(run, member_batch, lams, states)
 
 
@@ -217,7 +225,9 @@ def _compile_bucket(
     with_stationarity,
     member_batch,
 ):
-    spec = lambda shape, dt, *axes: jax.ShapeDtypeStruct(shape, dt, sharding=layout.sharding(*axes))
+    def spec(shape, dt, *axes):
+        return jax.ShapeDtypeStruct(shape, dt, sharding=layout.sharding(*axes))
+
     m = members
     widths, seeds = spec((m,), jnp.int32, "members"), spec((m,), jnp.int32, "members")
     lams, tol = spec((m,), dtype, "members"), spec((), dtype)
@@ -241,9 +251,10 @@ def _compile_bucket(
     )
     init = init.lower(x_init, widths, seeds).compile()
     if batch_shape is None:
-        run = lambda X, lams, tol, states: full_data_chunk(
-            learner, X, lams, tol, states, chunk_size, member_batch
-        )
+
+        def run(X, lams, tol, states):
+            return full_data_chunk(learner, X, lams, tol, states, chunk_size, member_batch)
+
         chunk = (
             jax.jit(
                 local(
@@ -257,9 +268,10 @@ def _compile_bucket(
         )
     else:
         batches = spec(batch_shape, dtype, None, "data")
-        run = lambda lams, tol, states, batches: minibatch_chunk(
-            learner, lams, tol, states, batches, member_batch
-        )
+
+        def run(lams, tol, states, batches):
+            return minibatch_chunk(learner, lams, tol, states, batches, member_batch)
+
         chunk = (
             jax.jit(
                 local(
