@@ -157,18 +157,21 @@ class _Recorder:
         self.snaps, self.certify_s, self.t0 = [], 0.0, None
 
     def install(self):
-        from sparsedict._learning import _api
+        from sparsedict._testing import learning_hooks as _api
+        from sparsedict._testing import solve_codes
 
         self._api, self._orig, self._orig_certifier = _api, _api.run_chunks, _api._certifier
         self._orig_report = _api._final_report
         recorder = self
-        self._orig_sc = _api.sparse_code
+        self._orig_sc = _api._exact_codes
+
         # the final exact codes of the whole training set (after the last snapshot) use the
         # benchmark's solver, capped at 100 steps (they are not used; untimed): max_steps=5000 on
         # the whole training set takes minutes
-        _api.sparse_code = lambda *a, **kw: recorder._orig_sc(
-            *a, **{**kw, "solver": recorder.solver, "max_steps": 100}
-        )
+        def exact_codes(X, D, lam, code_tol, solver):
+            return solve_codes(X, D, lam, solver=recorder.solver, tol=code_tol, max_steps=100).codes
+
+        _api._exact_codes = exact_codes
         if not self.certify:  # skip the learners' certified stopping test (see the module doc)
             _api._certifier = lambda *args: lambda D: (False, float("nan"))
         _api._final_report = lambda *args: None  # the final optimality report is not used here
@@ -198,7 +201,7 @@ class _Recorder:
         self._api.run_chunks = self._orig
         self._api._certifier = self._orig_certifier
         self._api._final_report = self._orig_report
-        self._api.sparse_code = self._orig_sc
+        self._api._exact_codes = self._orig_sc
 
 
 def run_sparsedict(name, X, D0, lam, budget, n_snaps, cfg):
@@ -217,7 +220,6 @@ def run_sparsedict(name, X, D0, lam, budget, n_snaps, cfg):
                 X,
                 D0.shape[0],
                 lam,
-                steps=kw.pop("max_steps"),
                 batch_size=cfg["batch_size"],
                 learning_rate=cfg["sae_lr"],
                 chunk_size=cfg["sae_chunk"],

@@ -26,17 +26,23 @@ import jax.numpy as jnp
 import numpy as np
 
 import sparsedict as sd
-from sparsedict._coding._driver import default_tol
-from sparsedict._learning._atoms import init_dictionary
-from sparsedict._learning._chunks import scan_full_data, scan_minibatches
-from sparsedict._sweep import _engine, _programs
-from sparsedict._sweep._layout import make_layout
+from sparsedict._testing import (
+    TRACES,
+    SweepData,
+    default_tol,
+    init_dictionary,
+    learner_for,
+    make_layout,
+    member_summary,
+    scan_full_data,
+    scan_minibatches,
+)
 
 
 def loop_over_widths(X, spec):
     """The baseline: the same learner, a separate jit per width, seeds one after another."""
-    data = _engine._Data(X, spec, make_layout("members", jax.devices()[:1]))
-    learner = _engine._learner(spec)
+    data = SweepData(X, spec, make_layout("members", jax.devices()[:1]))
+    learner = learner_for(spec)
     dtype = data.dtype
     tol = jnp.asarray(default_tol(dtype), dtype)
     lam = jnp.asarray(spec.lams[0], dtype)
@@ -55,13 +61,11 @@ def loop_over_widths(X, spec):
                 return scan_full_data(learner, X_eval, lam, tol, state, spec.chunk_size)[0]
             return scan_minibatches(learner, lam, tol, state, batches)[0]
 
-        summary = jax.jit(
-            lambda state, X_eval=X_eval: _programs.member_summary(X_eval, lam, tol, state)
-        )
+        summary = jax.jit(lambda state, X_eval=X_eval: member_summary(X_eval, lam, tol, state))
         compiles += 1
         for seed in spec.seeds:
             state = init(X_init, seed)
-            for step in range(0, spec.steps, spec.chunk_size):
+            for step in range(0, spec.max_steps, spec.chunk_size):
                 batches = (
                     None if spec.learner == "alternating" else data.batches(step, spec.chunk_size)
                 )
@@ -111,7 +115,7 @@ def main(argv=None):
         widths=widths,
         seeds=seeds,
         lams=(lam,),
-        steps=steps,
+        max_steps=steps,
         chunk_size=args.chunk_size or steps,
         buckets=args.buckets,
         learner=args.learner,
@@ -120,10 +124,10 @@ def main(argv=None):
     )
 
     def run_sweep():
-        before = sum(_engine.TRACES.values())
+        before = sum(TRACES.values())
         start = time.perf_counter()
-        rows = sd.run_sweep(X, spec, out=None, verbose=False, member_batch=args.member_batch)
-        return rows, time.perf_counter() - start, sum(_engine.TRACES.values()) - before
+        rows = sd.run_sweep(X, spec, out=None, verbose=False, member_batch=args.member_batch).rows
+        return rows, time.perf_counter() - start, sum(TRACES.values()) - before
 
     def run_loop():
         start = time.perf_counter()

@@ -102,7 +102,7 @@ def diagnose(exp, name, X, k, sae_steps, alt_steps):
         X,
         k,
         LAM,
-        steps=sae_steps,
+        max_steps=sae_steps,
         batch_size=256,
         learning_rate=3e-3,
         chunk_size=sae_steps,

@@ -25,7 +25,11 @@ from ._learning._metrics import StepInfo as StepInfo
 from ._learning._sae import SAE as SAE
 from ._objective import kkt_residual as kkt_residual
 from ._objective import lam_max as lam_max
+from ._sweep._engine import SweepPlan as SweepPlan
+from ._sweep._engine import SweepResult as SweepResult
+from ._sweep._engine import plan_sweep as plan_sweep
 from ._sweep._engine import run_sweep as run_sweep
+from ._sweep._memory import SweepDoesNotFit as SweepDoesNotFit
 from ._sweep._spec import SweepSpec as SweepSpec
 
 try:  # the version is written once, in pyproject.toml
@@ -43,6 +47,9 @@ __all__ = [
     "RESULTS",
     "SAE",
     "StepInfo",
+    "SweepDoesNotFit",
+    "SweepPlan",
+    "SweepResult",
     "SweepSpec",
     "TrainedSAE",
     "datasets",
@@ -53,6 +60,7 @@ __all__ = [
     "lasso_value",
     "learn_dictionary",
     "optimality",
+    "plan_sweep",
     "run_sweep",
     "sparse_code",
     "streaming",

@@ -69,8 +69,12 @@ def _bytes(text):
 def _sweep(args) -> int:
     try:
         code = _sweep_on_this_host(args)
-    except MemoryError as error:  # the memory plan refused: say why, without a traceback
-        raise SystemExit(f"sparsedict sweep: {error}") from None
+    except MemoryError as error:
+        from sparsedict import SweepDoesNotFit  # (imported late: --float64 comes first)
+
+        if not isinstance(error, SweepDoesNotFit):
+            raise
+        raise SystemExit(f"sparsedict sweep: {error}") from None  # the plan's refusal, no traceback
     if args.distributed:  # leave together: a host that exits early fails the others' shutdown
         import jax
         from jax.experimental import multihost_utils
@@ -105,12 +109,7 @@ def _sweep_on_this_host(args) -> int:
         )  # streamed: only minibatches are read
         source = f"{args.data} (streamed, {np.dtype(X.dtype).name})"
     elif args.data:
-        array = np.asarray(datasets.load_array(args.data, args.key), dtype)
-        if array.ndim != 2:
-            raise SystemExit(
-                f"--data must hold a 2-D array (n, d) of signals, got shape {array.shape}"
-            )
-        X = array
+        X = np.asarray(sd.streaming.load_array(args.data, key=args.key), dtype)
         source = args.data
     elif args.dataset == "patches":
         X, source = datasets.image_patches(args.n, dtype=dtype), "8x8 natural-image patches"
@@ -120,7 +119,7 @@ def _sweep_on_this_host(args) -> int:
         widths=args.widths,
         seeds=args.seeds,
         lams=args.lams,
-        steps=args.steps,
+        max_steps=args.max_steps,
         chunk_size=args.chunk_size,
         buckets=args.buckets,
         stationarity_tol=args.stationarity_tol,
@@ -132,11 +131,7 @@ def _sweep_on_this_host(args) -> int:
     )
     budget = None if args.memory_budget is None else _bytes(args.memory_budget)
     if args.dry_run:
-        print(
-            sd.run_sweep(
-                X, spec, dry_run=True, memory_budget=budget, member_batch=args.member_batch
-            )
-        )
+        print(sd.plan_sweep(X, spec, memory_budget=budget, member_batch=args.member_batch))
         return 0
     print(
         f"sparsedict sweep: {source}, n={X.shape[0]}, d={X.shape[1]}; widths {spec.widths}, "
@@ -153,7 +148,7 @@ def _sweep_on_this_host(args) -> int:
         verbose=not args.quiet,
         memory_budget=budget,
         member_batch=args.member_batch,
-    )
+    ).rows
     if jax.process_index() != 0:
         return 0  # the first host prints and plots
     print(f"\nswept in {time.perf_counter() - start:.1f} s; mean over seeds per width:")
@@ -192,10 +187,9 @@ def _certify(args) -> int:
     import numpy as np
 
     import sparsedict as sd
-    from sparsedict import datasets
 
-    D = np.asarray(datasets.load_array(args.dictionary, args.dictionary_key), dtype)
-    X = np.asarray(datasets.load_array(args.data, args.data_key), dtype)
+    D = np.asarray(sd.streaming.load_array(args.dictionary, key=args.dictionary_key), dtype)
+    X = np.asarray(sd.streaming.load_array(args.data, key=args.data_key), dtype)
     if args.transpose:
         D = D.T
     norms = np.linalg.norm(D, axis=1)
@@ -269,9 +263,7 @@ def main(argv=None) -> int:
     )
     sweep.add_argument("--seeds", type=_ints, default=(0, 1), help="comma-separated seeds")
     sweep.add_argument("--lams", type=_floats, default=(0.1,), help="comma-separated L1 penalties")
-    sweep.add_argument(
-        "--steps", type=int, default=30, help="alternating-minimisation steps per member"
-    )
+    sweep.add_argument("--max-steps", type=int, default=30, help="training steps per member")
     sweep.add_argument("--chunk-size", type=int, default=10, help="steps per compiled chunk")
     sweep.add_argument(
         "--buckets",

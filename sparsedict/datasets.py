@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from .streaming import load_array as load_array  # the one reader of .npy/.npz/.safetensors
+
 
 def sparse_synthetic(n=2048, d=64, k=256, density=0.07, noise=0.05, seed=0, dtype=np.float32):
     """Signals `X = A D + noise` from a random unit-norm dictionary and sparse nonnegative codes.
@@ -68,35 +70,3 @@ def image_patches(n=5000, size=8, seed=0, dtype=np.float32):
     patches = patches - patches.mean(axis=1, keepdims=True)
     patches /= np.linalg.norm(patches, axis=1).mean()
     return patches.astype(dtype)
-
-
-def load_array(path, key=None):
-    """An array from `.npy`, `.npz` (`key` or its only array) or `.safetensors` (`key` or its only
-    tensor)."""
-    import os
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    if path.endswith(".npy"):
-        return np.load(path, mmap_mode="r")
-    if path.endswith(".npz") or path.endswith(".safetensors"):
-        if path.endswith(".npz"):
-            store = dict(np.load(path))
-        else:
-            try:
-                from safetensors.numpy import load_file
-            except ImportError as e:
-                raise ImportError(
-                    f"reading {path} needs the safetensors package: pip install safetensors"
-                ) from e
-            store = load_file(path)
-        if key is None:
-            if len(store) != 1:
-                raise ValueError(
-                    f"{path} holds several arrays {sorted(store)}: name one with --key"
-                )
-            key = next(iter(store))
-        if key not in store:
-            raise KeyError(f"{path} has no array {key!r}; it holds {sorted(store)}")
-        return store[key]
-    raise ValueError(f"{path}: expected a .npy, .npz or .safetensors file")

@@ -195,7 +195,7 @@ def test_unrolled_is_exact_for_its_iteration_and_approaches_implicit(rng):
     X, D, lam = map(jnp.asarray, fresh_problem(rng))
 
     def f(X, D, n_steps):
-        return jnp.sum(sd.unrolled_sparse_code(X, D, lam, n_steps).codes ** 2)
+        return jnp.sum(sd.unrolled_sparse_code(X, D, lam, max_steps=n_steps).codes ** 2)
 
     # The derivative of 20 steps is exact for that map (in X: the step size 1/L depends on D only).
     g = jax.grad(f)(X, D, 20)

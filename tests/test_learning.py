@@ -95,7 +95,7 @@ def test_sae_close_to_alternating_and_reports_amortisation_gap(planted, alternat
     # 10% above the optimum (measured on seeds 0-3: 1.10, 1.11, 1.011, 1.005 x the optimum).
     runs = [
         sd.train_sae(
-            X, 8, LAM, steps=2000, chunk_size=500, batch_size=64, learning_rate=3e-3, seed=s
+            X, 8, LAM, max_steps=2000, chunk_size=500, batch_size=64, learning_rate=3e-3, seed=s
         )
         for s in range(4)
     ]
@@ -118,7 +118,9 @@ def test_sae_close_to_alternating_and_reports_amortisation_gap(planted, alternat
 
 def test_sae_weighted_norm_runs(planted):
     X, _ = planted
-    sae = sd.train_sae(X, 8, LAM, steps=200, chunk_size=100, batch_size=64, norm="weighted", seed=1)
+    sae = sd.train_sae(
+        X, 8, LAM, max_steps=200, chunk_size=100, batch_size=64, norm="weighted", seed=1
+    )
     np.testing.assert_allclose(np.linalg.norm(sae.dictionary, axis=1), 1.0, atol=1e-12)
     assert np.isfinite(float(sae.amortisation_gap))
 
@@ -202,7 +204,7 @@ def test_data_parallel_learning_over_virtual_devices_matches_one_device(tmp_path
                 batch_size=32,
                                         stationarity_tol=0.0, devices=devices)
                 out[f"{{method}}-{{devices is not None}}"] = np.asarray(r.dictionary)
-            sae = sd.train_sae(X, 6, 0.1, steps=20, chunk_size=10, batch_size=32,
+            sae = sd.train_sae(X, 6, 0.1, max_steps=20, chunk_size=10, batch_size=32,
             stationarity_tol=0.0,
                                devices=devices)
             out[f"sae-{{devices is not None}}"] = np.asarray(sae.dictionary)

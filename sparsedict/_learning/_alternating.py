@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from .._coding._driver import sparse_code
-from ._atoms import revive_dead_atoms, update_atoms
+from .._coding._codes import solve_codes
+from .._dictionary import revive_dead_atoms, update_atoms
 from ._metrics import step_info
 
 
@@ -42,7 +42,7 @@ class Alternating(eqx.Module):
 
     def step(self, X, lam, tol, state):
         mask = state.atom_mask
-        coded = sparse_code(
+        coded = solve_codes(
             X,
             state.D,
             lam,

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from ._atoms import riemannian_gradient
+from .._dictionary import riemannian_gradient
+from .._objective import mean_objective
 
 
 class StepInfo(NamedTuple):
@@ -17,12 +18,6 @@ class StepInfo(NamedTuple):
     l0: Float[Array, ""]  # mean number of active atoms per signal
     dead: Int[Array, ""]  # atoms with no activation
     grad_norm: Float[Array, ""]  # Frobenius norm of the Riemannian gradient in D
-
-
-def mean_objective(X, D, A, lam):
-    """F(D, A) = mean_i [1/2 ||x_i - a_i D||^2 + lam sum_k a_ik]."""
-    R = X - A @ D
-    return jnp.mean(0.5 * jnp.sum(R * R, axis=-1) + lam * jnp.sum(A, axis=-1))
 
 
 def step_info(X, D, A, lam, atom_mask=None) -> StepInfo:

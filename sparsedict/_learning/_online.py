@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from .._coding._driver import sparse_code
-from ._atoms import revive_dead_atoms, update_atoms
+from .._coding._codes import solve_codes
+from .._dictionary import revive_dead_atoms, update_atoms
 from ._metrics import step_info
 
 
@@ -52,7 +52,7 @@ class Online(eqx.Module):
 
     def step(self, batch, lam, tol, state):
         mask = state.atom_mask
-        coded = sparse_code(
+        coded = solve_codes(
             batch,
             state.D,
             lam,

@@ -15,6 +15,13 @@ from jax.experimental import multihost_utils
 from ._layout import Layout, padded_members
 
 
+class SweepDoesNotFit(MemoryError):
+    """A bucket of a sweep does not fit in the memory budget even with one member per device.
+
+    The message says which program needs how much and what to change.
+    """
+
+
 def gib(n: float) -> str:
     if n >= 2**30:
         return f"{n / 2**30:.2f} GiB"
@@ -53,11 +60,11 @@ def plan_bucket(compile_for, m: int, layout: Layout, budget: int, label: str):
     programs = compile_for(full)
     if peak(programs) <= budget or full == unit:
         if peak(programs) > budget:
-            raise MemoryError(_refusal(programs, budget, label))
+            raise SweepDoesNotFit(_refusal(programs, budget, label))
         return programs
     smallest = compile_for(unit)
     if peak(smallest) > budget:
-        raise MemoryError(_refusal(smallest, budget, label))
+        raise SweepDoesNotFit(_refusal(smallest, budget, label))
     per_member = max(1.0, (peak(programs) - peak(smallest)) / (full - unit))
     group = unit * max(1, int((budget - peak(smallest)) / per_member / unit) + 1)
     group = min(group, full - unit)

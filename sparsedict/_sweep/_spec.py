@@ -13,7 +13,8 @@ class SweepSpec:
         widths: dictionary widths (numbers of atoms).
         seeds: initialisation seeds.
         lams: L1 penalties.
-        steps: training steps per member (alternating passes over all data, or online minibatches).
+        max_steps: training steps per member (alternating passes over all data, or online
+            minibatches).
         chunk_size: steps per compiled chunk (progress and checkpoints between chunks).
         buckets: `"pow2"` pads each width to the next power of two (padding waste < 2x, one compile
             per power of two) or `"single"` pads every width to the largest (one compile).
@@ -34,7 +35,7 @@ class SweepSpec:
     widths: tuple[int, ...] = (8, 16, 32, 64, 128)
     seeds: tuple[int, ...] = (0, 1)
     lams: tuple[float, ...] = (0.1,)
-    steps: int = 50
+    max_steps: int = 50
     chunk_size: int = 10
     buckets: str = "pow2"
     stationarity_tol: float = 0.0
@@ -57,8 +58,8 @@ class SweepSpec:
             raise ValueError(f"lams must be > 0, got {self.lams}")
         if self.buckets not in ("pow2", "single"):
             raise ValueError(f"buckets must be 'pow2' or 'single', got {self.buckets!r}")
-        if self.steps < 1 or self.chunk_size < 1:
-            raise ValueError("steps and chunk_size must be >= 1")
+        if self.max_steps < 1 or self.chunk_size < 1:
+            raise ValueError("max_steps and chunk_size must be >= 1")
         if self.learner not in ("alternating", "online"):
             raise ValueError(f"learner must be 'alternating' or 'online', got {self.learner!r}")
         if self.layout not in ("members", "data"):

@@ -23,14 +23,16 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from ._fista import fista
+from .._objective import mean_objective
+from ._fista import RESULTS, fista
 
 _BISECTION_STEPS = 60
 
 
 class CandidateSolution(eqx.Module):
     """Codes (n, m), objective `primal`, certified lower bound `dual`, `gap = primal - dual`,
-    `selected` (m,) candidates with a nonzero column, `steps`."""
+    `selected` (m,) candidates with a nonzero column, `steps`, `converged` (relative gap at most
+    `tol`) and `result` (`RESULTS.successful` or `RESULTS.max_steps_reached`)."""
 
     codes: Float[Array, "n m"]
     primal: Float[Array, ""]
@@ -38,6 +40,8 @@ class CandidateSolution(eqx.Module):
     gap: Float[Array, ""]
     selected: Bool[Array, " m"]
     steps: Int[Array, ""]
+    converged: Bool[Array, ""]
+    result: RESULTS
 
 
 def _dual_value(X, theta, omega):
@@ -52,9 +56,7 @@ def _group_shrink(V, threshold, axis):
 
 def _certificate(A, X, C, lam, gam, omega):
     R = X - A @ C
-    primal = jnp.sum(omega * (0.5 * jnp.sum(R**2, -1) + lam * jnp.sum(A, -1))) + gam * jnp.sum(
-        jnp.linalg.norm(A, axis=0)
-    )
+    primal = mean_objective(X, C, A, lam, omega) + gam * jnp.sum(jnp.linalg.norm(A, axis=0))
     G = R @ C.T
     top = jnp.maximum(jnp.max(G, axis=1), jnp.finfo(X.dtype).tiny)
 
@@ -107,7 +109,9 @@ def solve(X, C, lam, gam, weights, init, tol, max_steps):
     def certificate(A):
         return _certificate(A, X, C, lam, gam, omega)
 
-    A, primal, dual, steps = fista(grad, prox, lipschitz, certificate, init, tol, max_steps)
+    A, primal, dual, steps, converged, result = fista(
+        grad, prox, lipschitz, certificate, init, tol, max_steps
+    )
     return CandidateSolution(
         codes=A,
         primal=primal,
@@ -115,4 +119,6 @@ def solve(X, C, lam, gam, weights, init, tol, max_steps):
         gap=primal - dual,
         selected=jnp.any(A > 0, axis=0),
         steps=steps,
+        converged=converged,
+        result=result,
     )

@@ -1,18 +1,31 @@
 r"""Accelerated proximal gradient (FISTA with restart) for the convex problems of THEORY section 6.
 
 One loop: `check_every` steps, then the duality gap; stop once `gap <= tol * max(primal, tiny)`
-or at `max_steps`. The problem supplies the gradient of its smooth part, the prox of its
-nonsmooth part, its Lipschitz constant and a certificate `(primal, dual)` from any iterate.
+or at `max_steps` (a result code says which). The problem supplies the gradient of its smooth
+part, the prox of its nonsmooth part, its Lipschitz constant and a certificate `(primal, dual)`
+from any iterate.
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 _CHECK_EVERY = 10
 
 
+class RESULTS(eqx.Enumeration):
+    """Status of the wide-limit convex solvers."""
+
+    successful = ""
+    max_steps_reached = (
+        "the wide-limit solver reached max_steps before its relative duality gap fell below tol; "
+        "raise max_steps or loosen tol"
+    )
+
+
 def fista(grad, prox, lipschitz, certificate, init, tol, max_steps):
-    """Returns `(solution, primal, dual, steps)`; `certificate(z) -> (primal, dual)`."""
+    """Returns `(solution, primal, dual, steps, converged, result)`;
+    `certificate(z) -> (primal, dual)`."""
     step_size = 1.0 / lipschitz
 
     def one_step(_, carry):
@@ -42,6 +55,7 @@ def fista(grad, prox, lipschitz, certificate, init, tol, max_steps):
     one = jnp.ones((), init.dtype)
     state = (init, init, one)
     start = (state, jnp.int32(0), relative_gap(init) <= tol)
-    state, steps, _ = jax.lax.while_loop(cond, body, start)
+    state, steps, converged = jax.lax.while_loop(cond, body, start)
     primal, dual = certificate(state[0])
-    return state[0], primal, dual, steps
+    result = RESULTS.where(converged, RESULTS.successful, RESULTS.max_steps_reached)
+    return state[0], primal, dual, steps, converged, result

@@ -13,7 +13,8 @@ raise `window` for data whose order is correlated (activations of consecutive to
 import equinox as eqx
 import numpy as np
 
-from ._streaming_sources import SignalSource
+from .._validation import finite_rows
+from ._sources import SignalSource
 
 
 class Shuffle(eqx.Module):
@@ -74,22 +75,6 @@ class Shuffle(eqx.Module):
         return out
 
 
-def check_finite(values, rows, name, context):
-    """Raise if `values` (one row per entry of `rows`) holds NaN or inf, naming the rows."""
-    finite = np.isfinite(values).all(axis=-1)
-    if finite.all():
-        return
-    bad = np.unique(np.asarray(rows).reshape(-1)[~finite])
-    if bad[-1] - bad[0] + 1 == bad.size and bad.size > 1:
-        where = f"rows {bad[0]}-{bad[-1]}"
-    else:
-        where = "row " if bad.size == 1 else "rows "
-        where += ", ".join(map(str, bad[:5])) + (
-            f" and {bad.size - 5} more" if bad.size > 5 else ""
-        )
-    raise ValueError(f"{name} contains NaN or inf in {where} (read for {context})")
-
-
 class Minibatches:
     """The deterministic minibatch stream of a source: step s reads stream positions [s b, (s+1) b).
 
@@ -130,5 +115,5 @@ class Minibatches:
         """Minibatches `step, ..., step + count - 1` as a host array (count, batch_size, d)."""
         rows = self.rows(step, count)
         values = self.source.take(rows.reshape(-1))
-        check_finite(values, rows, self.source.name, f"minibatches {step} to {step + count - 1}")
+        finite_rows(values, rows, self.source.name, f"minibatches {step} to {step + count - 1}")
         return values.astype(self.dtype, copy=False).reshape(count, self.batch_size, self.source.d)

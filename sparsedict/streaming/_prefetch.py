@@ -12,7 +12,7 @@ import threading
 
 import jax
 
-from ._streaming_order import Minibatches
+from ._order import Minibatches
 
 
 class Prefetcher:

@@ -1,4 +1,5 @@
-r"""Dictionary updates on the unit sphere, initialisation and dead-atom revival.
+r"""Dictionary operations shared by the learners and the optimality tests: atom updates on the
+unit sphere, the initial dictionary, the Riemannian gradient and dead-atom revival.
 
 With codes fixed, the objective in one atom $d_j$ on the sphere is
 $\mathrm{const} - d_j\cdot\sum_i a_{ij} e_{ij}$ (THEORY section 2.3, $e_{ij}$ the partial
