@@ -141,3 +141,9 @@ def mean_objective(X, D, codes, lam, weights=None) -> Float[Array, ""]:
     if weights is None:
         return jnp.mean(values)
     return jnp.sum(weights * values) / jnp.sum(weights)
+
+
+def dual(X: Float[Array, "*batch d"], theta: Float[Array, "*batch d"]) -> Float[Array, "*batch"]:
+    r"""$\mathcal{D}(\theta) = \tfrac12\|x\|^2 - \tfrac12\|x - \theta\|^2$ per signal (a lower bound
+    on the optimum when $\theta$ is dual feasible)."""
+    return 0.5 * jnp.sum(X**2, -1) - 0.5 * jnp.sum((X - theta) ** 2, -1)

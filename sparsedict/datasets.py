@@ -5,7 +5,7 @@ import numpy as np
 from .streaming import load_array as load_array  # the one reader of .npy/.npz/.safetensors
 
 
-def sparse_synthetic(n=2048, d=64, k=256, density=0.07, noise=0.05, seed=0, dtype=np.float32):
+def sparse_synthetic(n=2048, d=64, k=256, *, density=0.07, noise=0.05, seed=0, dtype=np.float32):
     """Signals `X = A D + noise` from a random unit-norm dictionary and sparse nonnegative codes.
 
     Each code entry is active with probability `density`, with magnitude uniform in [0.5, 2].
@@ -19,7 +19,7 @@ def sparse_synthetic(n=2048, d=64, k=256, density=0.07, noise=0.05, seed=0, dtyp
     return X.astype(dtype), D.astype(dtype), A.astype(dtype)
 
 
-def feature_mixture(n=2048, d=32, seed=0, dtype=np.float32):
+def feature_mixture(n=2048, d=32, *, seed=0, dtype=np.float32):
     """Activations built from the feature kinds the theory explains (THEORY section 7).
 
     - 8 independent features: each active with probability 0.1, magnitude uniform in [0.5, 1.5];
@@ -48,7 +48,7 @@ def feature_mixture(n=2048, d=32, seed=0, dtype=np.float32):
     return X.astype(dtype)
 
 
-def image_patches(n=5000, size=8, seed=0, dtype=np.float32):
+def image_patches(n=5000, size=8, *, seed=0, dtype=np.float32):
     """Natural-image patches from scikit-learn's bundled sample images (no download).
 
     Grayscale `size` x `size` patches drawn at random, each with its mean removed, then all

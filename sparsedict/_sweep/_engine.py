@@ -30,8 +30,6 @@ from ._memory import device_budget, gib, peak, plan_bucket
 from ._spec import SweepSpec
 from ._store import ResultStore
 
-TRACES = _programs.TRACES  # traces of the training chunks, by (kind, bucket width)
-
 
 class SweepData:
     """The sweep's view of the signals: device arrays for init/eval, streamed minibatches (online).
@@ -340,8 +338,8 @@ def plan_sweep(
 def run_sweep(
     X,
     spec: SweepSpec,
-    out=None,
     *,
+    out=None,
     verbose=True,
     devices=None,
     member_batch=None,

@@ -36,18 +36,12 @@ __all__ = [
 ]
 
 
-def objective(
-    X: Float[ArrayLike, "n d"],
-    D: Float[ArrayLike, "k d"],
-    codes: Float[ArrayLike, "n k"],
-    lam: float | Float[ArrayLike, ""],
-    *,
-    weights: Float[ArrayLike, " n"] | None = None,
-) -> Float[Array, ""]:
+def objective(X, D, codes, lam, *, weights=None) -> Float[Array, ""]:
     r"""$F(D, A) = \frac1W\sum_i w_i[\frac12\|x_i - a_i D\|^2 + \lambda \sum_k a_{ik}]$, the
     objective whose stationarity [`residuals`][sparsedict.optimality.residuals] measures.
 
-    Arguments as in `residuals` (any atom norms; `lam >= 0`); differentiable in X, D, codes, lam.
+    Arguments as in `residuals`: X (n, d), D (k, d) (any atom norms), codes (n, k), scalar
+    `lam >= 0`, optional weights (n,). Differentiable in X, D, codes and lam.
     """
     dtype = check.float_dtype(("X", X), ("D", D), ("codes", codes))
     X = check.signals(X, dtype)

@@ -9,6 +9,7 @@ from any iterate.
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
 
 _CHECK_EVERY = 10
 
@@ -23,9 +24,27 @@ class RESULTS(eqx.Enumeration):
     )
 
 
+class Certified(eqx.Module):
+    """What every wide-limit convex solution carries besides its variables.
+
+    Attributes:
+        primal: the objective. dual: a certified lower bound on the optimum.
+        gap: `primal - dual >= 0`. steps: FISTA steps taken.
+        converged: whether `gap <= tol * primal`.
+        result: `RESULTS.successful`, or `RESULTS.max_steps_reached`.
+    """
+
+    primal: Float[Array, ""]
+    dual: Float[Array, ""]
+    gap: Float[Array, ""]
+    steps: Int[Array, ""]
+    converged: Bool[Array, ""]
+    result: RESULTS
+
+
 def fista(grad, prox, lipschitz, certificate, init, tol, max_steps):
-    """Returns `(solution, primal, dual, steps, converged, result)`;
-    `certificate(z) -> (primal, dual)`."""
+    """Returns `(solution, certified)`: the iterate and the `Certified` fields of its
+    certificate `certificate(z) -> (primal, dual)`."""
     step_size = 1.0 / lipschitz
 
     def one_step(_, carry):
@@ -58,4 +77,12 @@ def fista(grad, prox, lipschitz, certificate, init, tol, max_steps):
     state, steps, converged = jax.lax.while_loop(cond, body, start)
     primal, dual = certificate(state[0])
     result = RESULTS.where(converged, RESULTS.successful, RESULTS.max_steps_reached)
-    return state[0], primal, dual, steps, converged, result
+    certified = dict(
+        primal=primal,
+        dual=dual,
+        gap=primal - dual,
+        steps=steps,
+        converged=converged,
+        result=result,
+    )
+    return state[0], certified
