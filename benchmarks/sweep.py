@@ -1,8 +1,8 @@
 """Width-sweep benchmark (issue 6): one vmapped program per bucket against a loop over widths.
 
-Both sides run the same learner (alternating minimisation, `--steps` steps, same seeds, same data)
-and must produce the same dictionaries; the baseline compiles one program per width and runs the
-seeds one after another, as a user looping over widths would. Reports total wall time including
+Both sides run the same learner (alternating minimisation, `--max-steps` steps, same seeds, same
+data) and must produce the same dictionaries; the baseline compiles one program per width and runs
+the seeds one after another, as a user looping over widths would. Reports total wall time including
 compilation, the compile counts, and the padding overhead (padded atom-steps / useful atom-steps).
 
     python benchmarks/sweep.py            # widths 16..1024 (7) x 2 seeds
@@ -11,8 +11,9 @@ compilation, the compile counts, and the padding overhead (padded atom-steps / u
 On a GPU (issue 8: 8 widths up to 16384 atoms, 1M synthetic activations of dimension 512, the
 online learner streaming minibatches; the baseline is the same learner in a loop over widths):
 
-    python benchmarks/sweep.py --learner online --n 1000000 --d 512 --steps 200 --chunk-size 50 \
-        --batch-size 4096 --widths 128,256,512,1024,2048,4096,8192,16384 --solver fista
+    python benchmarks/sweep.py --learner online --n 1000000 --d 512 --max-steps 200 \
+        --chunk-size 50 --batch-size 4096 --widths 128,256,512,1024,2048,4096,8192,16384 \
+        --solver fista
 """
 
 import argparse
@@ -82,7 +83,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--n", type=int, default=2048)
     parser.add_argument("--d", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--buckets", default="pow2", choices=["pow2", "single"])
     parser.add_argument("--learner", default="alternating", choices=["alternating", "online"])
     parser.add_argument("--batch-size", type=int, default=1024)
@@ -107,7 +108,7 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
     widths = (4, 8, 16) if args.quick else tuple(int(w) for w in args.widths.split(","))
-    n, d, steps = (256, 16, 4) if args.quick else (args.n, args.d, args.steps)
+    n, d, steps = (256, 16, 4) if args.quick else (args.n, args.d, args.max_steps)
     seeds, lam = (0, 1), 0.1
     X = sd.datasets.feature_mixture(n, d, seed=0, dtype=np.float32)
 

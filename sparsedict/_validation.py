@@ -108,12 +108,17 @@ def codes(A, shape, dtype, name="codes"):
     return error_if(A, jnp.any(A < 0), f"{name} must be nonnegative")
 
 
-def positive_int(value, name):
+def int_at_least(value, name, least=1):
+    """`value` as a Python int >= `least` (booleans and floats are refused)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    if value < least:
+        raise ValueError(f"{name} must be >= {least}, got {value!r}")
     return int(value)
+
+
+def positive_int(value, name):
+    return int_at_least(value, name, 1)
 
 
 def tol(value, dtype, name="tol"):
@@ -164,25 +169,23 @@ def matrix_signals(X, dtype, name="X"):
     return signals(X, dtype, name)
 
 
-def signals_dictionary_codes(X, D, codes, atom_mask):
-    """Validated `(X, D, codes, mask)`: X (n, d), unit-norm D (k, d), codes (n, k) >= 0.
+def signals_dictionary_codes(X, D, A, atom_mask):
+    """Validated `(X, D, codes, mask)`: X (n, d), unit-norm D (k, d), codes `A` (n, k) >= 0 or
+    None.
 
     Masked atoms are returned as zero rows with zero codes.
     """
-    dtype = float_dtype(("X", X), ("D", D), *([] if codes is None else [("codes", codes)]))
+    dtype = float_dtype(("X", X), ("D", D), *([] if A is None else [("codes", A)]))
     X = matrix_signals(X, dtype)
     D, mask = dictionary(D, X.shape[1], dtype, atom_mask)
     D = unit_atoms(D, mask)
     if mask is not None:
         D = jnp.where(mask[:, None], D, 0.0)
-    if codes is not None:
-        codes = check_codes(codes, (X.shape[0], D.shape[0]), dtype)
+    if A is not None:
+        A = codes(A, (X.shape[0], D.shape[0]), dtype)
         if mask is not None:
-            codes = jnp.where(mask, codes, 0.0)
-    return X, D, codes, mask
-
-
-check_codes = codes
+            A = jnp.where(mask, A, 0.0)
+    return X, D, A, mask
 
 
 def finite_rows(values, rows, name, context):

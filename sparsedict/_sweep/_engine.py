@@ -281,10 +281,8 @@ def _plan(X, spec, devices, member_batch, memory_budget):
     of `programs.members` members; one that cannot fit even with one member per device raises
     `SweepDoesNotFit` with what to change.
     """
-    if member_batch is not None and (
-        isinstance(member_batch, bool) or not isinstance(member_batch, int) or member_batch < 1
-    ):
-        raise ValueError(f"member_batch must be an int >= 1 or None, got {member_batch!r}")
+    if member_batch is not None:
+        check.int_at_least(member_batch, "member_batch (an int or None)")
     if memory_budget is not None and not memory_budget > 0:
         raise ValueError(
             f"memory_budget must be a positive number of bytes or None, got {memory_budget!r}"

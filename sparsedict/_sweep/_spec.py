@@ -4,6 +4,8 @@ import dataclasses
 import itertools
 import json
 
+from .._validation import int_at_least
+
 
 @dataclasses.dataclass(frozen=True)
 class SweepSpec:
@@ -58,14 +60,12 @@ class SweepSpec:
             raise ValueError(f"lams must be > 0, got {self.lams}")
         if self.buckets not in ("pow2", "single"):
             raise ValueError(f"buckets must be 'pow2' or 'single', got {self.buckets!r}")
-        if self.max_steps < 1 or self.chunk_size < 1:
-            raise ValueError("max_steps and chunk_size must be >= 1")
+        for name in ("max_steps", "chunk_size", "batch_size", "eval_size"):
+            int_at_least(getattr(self, name), name)
         if self.learner not in ("alternating", "online"):
             raise ValueError(f"learner must be 'alternating' or 'online', got {self.learner!r}")
         if self.layout not in ("members", "data"):
             raise ValueError(f"layout must be 'members' or 'data', got {self.layout!r}")
-        if self.batch_size < 1 or self.eval_size < 1:
-            raise ValueError("batch_size and eval_size must be >= 1")
 
     def members(self):
         """All (width, seed, lam), widths ascending."""

@@ -13,7 +13,7 @@ raise `window` for data whose order is correlated (activations of consecutive to
 import equinox as eqx
 import numpy as np
 
-from .._validation import finite_rows
+from .._validation import finite_rows, int_at_least
 from ._sources import SignalSource
 
 
@@ -30,9 +30,7 @@ class Shuffle(eqx.Module):
 
     def __check_init__(self):
         for name in ("block_rows", "window"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"Shuffle.{name} must be an int >= 1, got {value!r}")
+            int_at_least(getattr(self, name), f"Shuffle.{name}")
 
     def _plan(self, n, seed, epoch):
         """The epoch's block order and the stream offsets where its groups start."""
@@ -92,15 +90,9 @@ class Minibatches:
         shuffle: Shuffle | None = None,
         dtype=None,
     ):
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, (int, np.integer))
-            or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0 for a streamed shuffle, got {seed!r}")
-        self.source, self.batch_size, self.seed = source, int(batch_size), int(seed)
+        batch_size = int_at_least(batch_size, "batch_size")
+        seed = int_at_least(seed, "seed (of a streamed shuffle)", 0)
+        self.source, self.batch_size, self.seed = source, batch_size, seed
         self.shuffle = Shuffle() if shuffle is None else shuffle
         self.dtype = source.dtype if dtype is None else np.dtype(dtype)
 

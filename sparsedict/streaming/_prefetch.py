@@ -12,6 +12,7 @@ import threading
 
 import jax
 
+from .._validation import int_at_least
 from ._order import Minibatches
 
 
@@ -38,8 +39,7 @@ class Prefetcher:
         stop: int | None = None,
         device=None,
     ):
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-            raise ValueError(f"prefetch depth must be an int >= 0, got {depth!r}")
+        int_at_least(depth, "prefetch depth", 0)
         self.minibatches, self.count, self.depth, self.stop, self.device = (
             minibatches,
             count,
