@@ -1,4 +1,5 @@
-"""Batched coding throughput on an accelerator, float32 and bfloat16 storage, against measured matmul peak.
+"""Batched coding throughput on an accelerator, float32 and bfloat16 storage, against measured
+matmul peak.
 
 How to run it on a GPU: install JAX for your CUDA (`pip install -U "jax[cuda12]"`) and sparsedict
 (`pip install -e .`), check that `python -c "import jax; print(jax.devices())"` lists the GPU, then
@@ -165,7 +166,8 @@ def markdown(meta, rows):
         ),
         "",
         (
-            "Signals/s counts the signals that reached the target; matmul fraction = (float32 FLOPs / "
+            "Signals/s counts the signals that reached the target; matmul fraction = (float32 "
+            "FLOPs / "
             "float32 peak + bfloat16 FLOPs / bfloat16 peak) / solve time, FLOPs counted as in the "
             "docstring of `benchmarks/gpu_coding.py` (L = max steps over the batch)."
         ),
@@ -260,8 +262,10 @@ def main():
                 }
                 rows.append(row)
                 print(
-                    f"k={k:6d} n={n:6d} {setting:17s} {solver:10s} {row['signals_per_s']:10.4g} signals/s "
-                    f"converged {100 * row['converged']:5.1f}%  steps {row['steps_median']:.0f}/{loop_steps}"
+                    f"k={k:6d} n={n:6d} {setting:17s} {solver:10s} {row['signals_per_s']:10.4g} "
+                    f"signals/s "
+                    f"converged {100 * row['converged']:5.1f}%  steps "
+                    f"{row['steps_median']:.0f}/{loop_steps}"
                     f"  {seconds:.3g} s  matmul fraction {row['matmul_fraction']:.3f}",
                     flush=True,
                 )

@@ -5,7 +5,8 @@ flower), converted to grayscale (mean of RGB / 255). Each 427x640 image is cut i
 stripes of 64 columns; patches of stripes 2 and 7 are held out, the other eight stripes give the
 training patches (patches never cross stripes, so no training patch overlaps a held-out one, and
 both sets sample the whole scene). Patches are drawn at random with
-``extract_patches_2d(max_patches=...)`` (equal numbers from every stripe), each patch is centred (its mean
+``extract_patches_2d(max_patches=...)`` (equal numbers from every stripe), each patch is centred
+(its mean
 removed), near-constant patches (norm below 1% of the median) are dropped, and every patch is
 divided by one global constant, the median norm of the training patches (so a typical signal has
 norm 1). Full run: 50,000 training and 5,000 held-out patches, d = 64, k = 256.
@@ -75,7 +76,8 @@ SPARSEDICT = ("sd_alternating", "sd_online", "sd_sae")
 
 
 def load_patches(n_train, n_test, seed=0):
-    """Centred, globally scaled 8x8 grayscale patches: (train, test, scale), float64, disjoint regions."""
+    """Centred, globally scaled 8x8 grayscale patches: (train, test, scale), float64, disjoint
+    regions."""
     from sklearn.datasets import load_sample_images
     from sklearn.feature_extraction.image import extract_patches_2d
 
@@ -97,7 +99,10 @@ def load_patches(n_train, n_test, seed=0):
             (test if held else train).append(draw(region, count, seed + 20 * i + j))
     train, test = np.concatenate(train), np.concatenate(test)
     scale = np.median(np.linalg.norm(train, axis=1))
-    keep = lambda P: P[np.linalg.norm(P, axis=1) > 1e-2 * scale]
+
+    def keep(P):
+        return P[np.linalg.norm(P, axis=1) > 1e-2 * scale]
+
     rng = np.random.default_rng(seed)
     train = rng.permutation(keep(train))[:n_train] / scale
     test = rng.permutation(keep(test))[:n_test] / scale
@@ -152,18 +157,21 @@ class _Recorder:
         self.snaps, self.certify_s, self.t0 = [], 0.0, None
 
     def install(self):
-        from sparsedict._learning import _api
+        from sparsedict._testing import learning_hooks as _api
+        from sparsedict._testing import solve_codes
 
         self._api, self._orig, self._orig_certifier = _api, _api.run_chunks, _api._certifier
         self._orig_report = _api._final_report
         recorder = self
-        self._orig_sc = _api.sparse_code
+        self._orig_sc = _api._exact_codes
+
         # the final exact codes of the whole training set (after the last snapshot) use the
         # benchmark's solver, capped at 100 steps (they are not used; untimed): max_steps=5000 on
         # the whole training set takes minutes
-        _api.sparse_code = lambda *a, **kw: recorder._orig_sc(
-            *a, **{**kw, "solver": recorder.solver, "max_steps": 100}
-        )
+        def exact_codes(X, D, lam, code_tol, solver):
+            return solve_codes(X, D, lam, solver=recorder.solver, tol=code_tol, max_steps=100).codes
+
+        _api._exact_codes = exact_codes
         if not self.certify:  # skip the learners' certified stopping test (see the module doc)
             _api._certifier = lambda *args: lambda D: (False, float("nan"))
         _api._final_report = lambda *args: None  # the final optimality report is not used here
@@ -193,7 +201,7 @@ class _Recorder:
         self._api.run_chunks = self._orig
         self._api._certifier = self._orig_certifier
         self._api._final_report = self._orig_report
-        self._api.sparse_code = self._orig_sc
+        self._api._exact_codes = self._orig_sc
 
 
 def run_sparsedict(name, X, D0, lam, budget, n_snaps, cfg):
@@ -206,32 +214,36 @@ def run_sparsedict(name, X, D0, lam, budget, n_snaps, cfg):
         max_steps=10**9, stationarity_tol=cfg["stationarity_tol"], code_tol=cfg["code_tol"]
     )
     if name == "sd_sae":
-        call = lambda **kw: sparsedict.train_sae(
-            X,
-            D0.shape[0],
-            lam,
-            steps=kw.pop("max_steps"),
-            batch_size=cfg["batch_size"],
-            learning_rate=cfg["sae_lr"],
-            chunk_size=cfg["sae_chunk"],
-            eval_size=cfg["eval_size"],
-            **kw,
-        )
+
+        def call(**kw):
+            return sparsedict.train_sae(
+                X,
+                D0.shape[0],
+                lam,
+                batch_size=cfg["batch_size"],
+                learning_rate=cfg["sae_lr"],
+                chunk_size=cfg["sae_chunk"],
+                eval_size=cfg["eval_size"],
+                **kw,
+            )
     else:
         method = name.removeprefix("sd_")
         chunk = cfg["alt_chunk"] if method == "alternating" else cfg["online_chunk"]
-        call = lambda **kw: sparsedict.learn_dictionary(
-            X,
-            D0.shape[0],
-            lam,
-            method=method,
-            init=np.asarray(D0, cfg["dtype"]),
-            solver=cfg["solver"],
-            chunk_size=chunk,
-            batch_size=cfg["batch_size"],
-            eval_size=cfg["eval_size"],
-            **kw,
-        )
+
+        def call(**kw):
+            return sparsedict.learn_dictionary(
+                X,
+                D0.shape[0],
+                lam,
+                method=method,
+                init=np.asarray(D0, cfg["dtype"]),
+                solver=cfg["solver"],
+                chunk_size=chunk,
+                batch_size=cfg["batch_size"],
+                eval_size=cfg["eval_size"],
+                **kw,
+            )
+
     # warm-up: same shapes, one chunk, compiles every program the timed run uses
     rec = _Recorder(0.0, [], cfg["certify"], cfg["solver"]).install()
     try:
@@ -547,17 +559,20 @@ def write(out, machine, setup, results, metric):
         f"n_train={setup['n_train']}, n_test={setup['n_test']}, d=64, k={setup['k']}, "
         f"lam={setup['lam']:.5g}, budget={setup['budget_s']} s per learner, training precision "
         f"{setup['config']['dtype']}. Held-out objective with codes re-solved by "
-        f"`sparse_code(solver={setup['config']['eval_solver']!r}, tol={setup['config']['eval_tol']})` "
+        f"`sparse_code(solver={setup['config']['eval_solver']!r}, "
+        f"tol={setup['config']['eval_tol']})` "
         f"in float64. Wide-limit bound (floor): {bound:.6g}. Initial dictionary: "
         f"{setup['initial_objective']['objective']:.6g}.",
         "",
-        "| learner | t (s) | t excl. certify (s) | held-out F | F - bound | active frac | max rel gap |",
+        "| learner | t (s) | t excl. certify (s) | held-out F | F - bound | active frac | max rel "
+        "gap |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         for p in r["curve"]:
             lines.append(
-                f"| {name} | {p['t']:.2f} | {p['t_excl_certify']:.2f} | {p['objective']:.6f} | {p['objective'] - bound:.6f} | "
+                f"| {name} | {p['t']:.2f} | {p['t_excl_certify']:.2f} | {p['objective']:.6f} | "
+                f"{p['objective'] - bound:.6f} | "
                 f"{p['active_fraction']:.4f} | {p['max_rel_gap']:.1e} |"
             )
     lines += ["", "| learner | steps | extra |", "|---|---|---|"]
@@ -585,7 +600,8 @@ def write(out, machine, setup, results, metric):
         if ex.get("ratio") is not None:
             lines += [
                 "",
-                f"Without the sparsedict learners' own per-chunk certification: ratio = {ex['ratio']:.3f}.",
+                f"Without the sparsedict learners' own per-chunk certification: ratio = "
+                f"{ex['ratio']:.3f}.",
             ]
     with open(base + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")

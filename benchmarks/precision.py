@@ -15,7 +15,8 @@ For each width k and precision setting, `sparse_code` (active set) codes the sam
 Settings: float64; float64 inputs with float32 storage; float32; float32 inputs with float16 and
 with bfloat16 storage. Tolerances are the defaults (1e-10 for float64 inputs, 1e-6 for float32).
 
-Run `python benchmarks/precision.py` (full: d = 128; k = 256 and 1024 with n = 1024 signals, k = 4096
+Run `python benchmarks/precision.py` (full: d = 128; k = 256 and 1024 with n = 1024 signals, k =
+4096
 with n = 256, since the float64 active set costs seconds per step there; five to seven minutes on a
 2-core CPU) or `--quick` (tiny, seconds, CI smoke test; prints only). Full runs write
 `<out>/precision_<platform>.md` and `.json`.
@@ -106,9 +107,12 @@ def markdown(meta, rows):
             f"jax {meta['jax']}, {meta['date']}. Problem: d = {meta['d']}, n signals "
             f"(8 active unit-norm atoms each, noise 0.05), lam = 0.1 median lam_max, solver "
             f"{meta['solver']}, default tol (1e-10 float64 inputs, 1e-6 float32). Relative gap = "
-            "gap / primal. *Certified*: reported by the solver (for a storage setting, the certificate "
-            "of the rounded problem). *Original*: the returned codes on the float64 problem, recomputed "
-            "in float64. *Bound*: first-order worst-case rounding bound 2 u |a|_1 (||r|| + |a|_1) / primal."
+            "gap / primal. *Certified*: reported by the solver (for a storage setting, the "
+            "certificate "
+            "of the rounded problem). *Original*: the returned codes on the float64 problem, "
+            "recomputed "
+            "in float64. *Bound*: first-order worst-case rounding bound 2 u |a|_1 (||r|| + |a|_1) "
+            "/ primal."
         ),
         "",
         (
@@ -120,7 +124,8 @@ def markdown(meta, rows):
     for r in rows:
         est = f"{r['bound_median']:.1e}" if "bound_median" in r else ""
         lines.append(
-            f"| {r['k']} | {r['n']} | {r['setting']} | {r['certified_median']:.1e} | {r['certified_max']:.1e} "
+            f"| {r['k']} | {r['n']} | {r['setting']} | {r['certified_median']:.1e} | "
+            f"{r['certified_max']:.1e} "
             f"| {r['original_median']:.1e} | {r['original_max']:.1e} | {est} "
             f"| {100 * r['converged']:.1f}% | {r['active_mean']:.1f} "
             f"| {r['steps_median']:.0f} / {r['steps_max']} |"
@@ -149,7 +154,8 @@ def main():
             row = {"k": k, "n": n, **measure(X, D, lam, setting)}
             rows.append(row)
             print(
-                f"k={k:5d} {setting:30s} certified {row['certified_median']:.1e}/{row['certified_max']:.1e}"
+                f"k={k:5d} {setting:30s} certified "
+                f"{row['certified_median']:.1e}/{row['certified_max']:.1e}"
                 f"  original {row['original_median']:.1e}/{row['original_max']:.1e}"
                 f"  {row['status']}  ({row['seconds_with_compile']:.1f} s)",
                 flush=True,

@@ -1,9 +1,11 @@
-"""Streaming benchmark (issue 8): online dictionary learning from a `.npy` file twice the memory budget.
+"""Streaming benchmark (issue 8): online dictionary learning from a `.npy` file twice the memory
+budget.
 
 Data. A float32 `.npy` file of shape (n, 512) with n chosen so the file is 2 x `--budget-gb`
 GiB (or `--path`, an existing file). Rows are planted sparse signals
 `x = a D* + 0.02 noise`: 128 random unit atoms (as many as the learner's), each active with
-probability 1/16 (8 on average) with magnitude uniform in [0.5, 2]. The file is written by a child process in 16,384-row pieces (so writing
+probability 1/16 (8 on average) with magnitude uniform in [0.5, 2]. The file is written by a child
+process in 16,384-row pieces (so writing
 never counts in the measured process), under a temporary directory in /tmp removed afterwards
 unless `--keep`.
 
@@ -22,9 +24,11 @@ steps). Memory scales with `chunk_size` (each chunk read ahead is chunk_size x 1
 32 MiB here; up to prefetch + 2 chunks are alive) and with `eval_size` (the final report's
 second-order tests are vmapped over the atoms and hold k x eval_size x d arrays: with
 eval_size 1024 and chunk_size 32 a first run peaked at 911 MiB while streaming and 1364 MiB in
-the final report). k = 128 rather than 256: on this shared 2-core machine a step took 0.2 s with k = 128 and
+the final report). k = 128 rather than 256: on this shared 2-core machine a step took 0.2 s with k
+= 128 and
 0.6 to 1.4 s with k = 256 (so one pass over a 2 GiB file, 1024 steps, 10 to 24 minutes), and the
-final report's second-order tests hold (k, d, d) arrays. `lam = --lam-frac x` the median over those rows of `max_k d_k . x` for k normalised random
+final report's second-order tests hold (k, d, d) arrays. `lam = --lam-frac x` the median over
+those rows of `max_k d_k . x` for k normalised random
 rows (`lam_max` of a random-row dictionary, the learner's own initialisation).
 
 Measured in the training process: peak RSS from `resource.getrusage` (ru_maxrss) and
@@ -279,7 +283,8 @@ def train(path, args):
         "rss_before_MiB": before,
         "rss_end_MiB": status(),
         "ru_maxrss_MiB": max_rss_mib(),
-        # sampled peaks: while streaming (up to the last chunk's progress line) and after (final codes and report)
+        # sampled peaks: while streaming (up to the last chunk's progress line) and after (final
+        # codes and report)
         "rss_peak_training_MiB": sampler.peaks(stop=trained_at),
         "rss_peak_final_report_MiB": sampler.peaks(start=trained_at),
         "final_report_s": start + seconds - trained_at,
@@ -307,20 +312,26 @@ def report(result, budget_gib):
         "# Streaming benchmark (CPU)",
         "",
         (
-            f"Device: {t['device']} ({result['cpu']}, {os.cpu_count()} cores shared with other jobs; "
-            f"load average {result['load_before'][0]:.1f} before, {result['load_after'][0]:.1f} after). jax {t['jax']}."
+            f"Device: {t['device']} ({result['cpu']}, {os.cpu_count()} cores shared with other "
+            f"jobs; "
+            f"load average {result['load_before'][0]:.1f} before, {result['load_after'][0]:.1f} "
+            f"after). jax {t['jax']}."
         ),
         f"Date: {result['date']}. Command: `{result['command']}`.",
         "",
         (
             f"File: float32 `.npy`, n = {t['n']:,} rows x d = {t['d']} = {t['file_GiB']:.3f} GiB; "
-            f"memory budget {budget_gib:g} GiB ({mib:.0f} MiB): the file is {t['file_GiB'] / budget_gib:.2f} x the budget."
+            f"memory budget {budget_gib:g} GiB ({mib:.0f} MiB): the file is "
+            f"{t['file_GiB'] / budget_gib:.2f} x the budget."
         ),
         "",
         (
-            f'Learner: `learn_dictionary(path, k={c["k"]}, lam={c["lam"]:.4g}, method="online", batch_size={c["batch_size"]}, '
-            f"chunk_size={c['chunk_size']}, max_steps={c['steps']}, solver={c['solver']}, code_tol={c['code_tol']:g}, "
-            f"eval_size={c['eval_size']}, prefetch={c['prefetch']}, stationarity_tol=0)`; lam = {c['lam_frac']:g} x median "
+            f'Learner: `learn_dictionary(path, k={c["k"]}, lam={c["lam"]:.4g}, method="online", '
+            f"batch_size={c['batch_size']}, "
+            f"chunk_size={c['chunk_size']}, max_steps={c['steps']}, solver={c['solver']}, "
+            f"code_tol={c['code_tol']:g}, "
+            f"eval_size={c['eval_size']}, prefetch={c['prefetch']}, stationarity_tol=0)`; lam = "
+            f"{c['lam_frac']:g} x median "
             f"lam_max of a random-row dictionary; {c['epochs']:.2f} passes over the file."
         ),
         "",
@@ -328,34 +339,46 @@ def report(result, budget_gib):
         "",
         "| measure | VmRSS MiB | RssAnon MiB | RssFile MiB |",
         "|---|---|---|---|",
-        f"| before the call (JAX and sparsedict imported) | {t['rss_before_MiB']['VmRSS']:.0f} | {t['rss_before_MiB']['RssAnon']:.0f} | {t['rss_before_MiB']['RssFile']:.0f} |",
-        f"| peak while streaming (all chunks and stopping tests) | {tr['VmRSS']:.0f} | {tr['RssAnon']:.0f} | {tr['RssFile']:.0f} |",
-        f"| peak in the final codes and report ({t['final_report_s']:.0f} s) | {fr.get('VmRSS', nan):.0f} | {fr.get('RssAnon', nan):.0f} | {fr.get('RssFile', nan):.0f} |",
+        f"| before the call (JAX and sparsedict imported) | {t['rss_before_MiB']['VmRSS']:.0f} | "
+        f"{t['rss_before_MiB']['RssAnon']:.0f} | {t['rss_before_MiB']['RssFile']:.0f} |",
+        f"| peak while streaming (all chunks and stopping tests) | {tr['VmRSS']:.0f} | "
+        f"{tr['RssAnon']:.0f} | {tr['RssFile']:.0f} |",
+        f"| peak in the final codes and report ({t['final_report_s']:.0f} s) | "
+        f"{fr.get('VmRSS', nan):.0f} | {fr.get('RssAnon', nan):.0f} | "
+        f"{fr.get('RssFile', nan):.0f} |",
         "",
         (
-            f"Peaks sampled from /proc/self/status every 0.2 s. Whole call: peak RSS {t['ru_maxrss_MiB']:.0f} MiB "
-            f"(getrusage ru_maxrss), {t['rss_end_MiB']['VmHWM']:.0f} MiB (VmHWM). Budget {mib:.0f} MiB, file {t['file_GiB'] * 1024:.0f} MiB."
+            f"Peaks sampled from /proc/self/status every 0.2 s. Whole call: peak RSS "
+            f"{t['ru_maxrss_MiB']:.0f} MiB "
+            f"(getrusage ru_maxrss), {t['rss_end_MiB']['VmHWM']:.0f} MiB (VmHWM). Budget "
+            f"{mib:.0f} MiB, file {t['file_GiB'] * 1024:.0f} MiB."
         ),
         "",
         (
-            f"**Streaming peak {tr['VmRSS']:.0f} MiB: {'under' if tr['VmRSS'] < mib else 'OVER'} the budget "
-            f"({tr['VmRSS'] / mib:.0%} of it, {tr['VmRSS'] / (t['file_GiB'] * 1024):.0%} of the file).** "
+            f"**Streaming peak {tr['VmRSS']:.0f} MiB: {'under' if tr['VmRSS'] < mib else 'OVER'} "
+            f"the budget "
+            f"({tr['VmRSS'] / mib:.0%} of it, {tr['VmRSS'] / (t['file_GiB'] * 1024):.0%} of the "
+            f"file).** "
             f"Whole call: {'under' if peak < mib else 'OVER'} the budget ({peak / mib:.0%})."
         ),
         "",
         "## Throughput",
         "",
         (
-            f"{c['steps']} steps x {c['batch_size']} signals in {t['seconds']:.1f} s (compilation, stopping tests after every "
-            f"chunk and the final report included): **{t['signals_per_s']:.0f} signals/s**; after the first chunk "
-            f"(which compiles): {t['signals_per_s_after_first_chunk'] or float('nan'):.0f} signals/s."
+            f"{c['steps']} steps x {c['batch_size']} signals in {t['seconds']:.1f} s "
+            f"(compilation, stopping tests after every "
+            f"chunk and the final report included): **{t['signals_per_s']:.0f} signals/s**; after "
+            f"the first chunk "
+            f"(which compiles): {t['signals_per_s_after_first_chunk'] or float('nan'):.0f} "
+            f"signals/s."
         ),
         "",
         "## Learning trend (stopping test on the first eval_size rows after every chunk)",
         "",
         f"Minibatch objective of step 1: {t['first_step_objective']:.5g}.",
         "",
-        "| step | mean minibatch objective of the chunk | last minibatch objective | L0 | dead | certified stationarity | elapsed s | RSS MiB |",
+        "| step | mean minibatch objective of the chunk | last minibatch objective | L0 | dead | "
+        "certified stationarity | elapsed s | RSS MiB |",
         "|---|---|---|---|---|---|---|---|",
     ]
     chunks = t["chunks"]
@@ -368,14 +391,17 @@ def report(result, budget_gib):
         ]
     )
     lines += [
-        f"| {r['step']} | {r['objective_chunk_mean']:.5g} | {r['objective']:.5g} | {r['l0']:.2f} | {r['dead']:.0f} | {r['stationarity']:.3g} | {r['elapsed_s']:.1f} | {r.get('rss_MiB', nan):.0f} |"
+        f"| {r['step']} | {r['objective_chunk_mean']:.5g} | {r['objective']:.5g} | {r['l0']:.2f} "
+        f"| {r['dead']:.0f} | {r['stationarity']:.3g} | {r['elapsed_s']:.1f} | "
+        f"{r.get('rss_MiB', nan):.0f} |"
         for r in shown
     ]
     f = t["final"]
     lines += [
         "",
         (
-            f"Final: objective on the eval rows {f['objective_eval']:.5g}, certified stationarity residual "
+            f"Final: objective on the eval rows {f['objective_eval']:.5g}, certified stationarity "
+            f"residual "
             f"{f['stationarity']:.3g} (full report, second order included), {f['dead']} dead atoms."
         ),
         "",
@@ -385,35 +411,47 @@ def report(result, budget_gib):
         "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['reader']} | {r['GiB_per_s']:.2f} | {r['rss_import_MiB']:.0f} | {r['VmHWM']:.0f} | {r['RssFile']:.0f} |"
+        f"| {r['reader']} | {r['GiB_per_s']:.2f} | {r['rss_import_MiB']:.0f} | {r['VmHWM']:.0f} | "
+        f"{r['RssFile']:.0f} |"
         for r in result["readers"]
     ]
     lines += [
         "",
         (
             "`pread` is `sparsedict.streaming` (explicit reads at the header offset); `memmap` is "
-            '`np.load(mmap_mode="r")` slices, whose pages stay resident in the process (RssFile) until the '
-            "kernel reclaims them; `memmap_madvise` drops each slice with `madvise(MADV_DONTNEED)` after use. "
-            "The file is in the page cache after it is written (the machine has 24 GiB), so these are cached-read speeds."
+            '`np.load(mmap_mode="r")` slices, whose pages stay resident in the process (RssFile) '
+            "until the "
+            "kernel reclaims them; `memmap_madvise` drops each slice with "
+            "`madvise(MADV_DONTNEED)` after use. "
+            "The file is in the page cache after it is written (the machine has 24 GiB), so these "
+            "are cached-read speeds."
         ),
         "",
         "## Notes",
         "",
         (
-            f"- The learner consumes {rate:.0f} signals/s = {rate * t['d'] * 4 / 2**20:.0f} MiB/s; explicit reads deliver "
-            f"{result['readers'][0]['GiB_per_s']:.1f} GiB/s from the page cache, so on this CPU the coding, not the "
-            "reading, sets the pace and the prefetch thread hides the reads entirely. Reads from a cold disk were not measured."
+            f"- The learner consumes {rate:.0f} signals/s = {rate * t['d'] * 4 / 2**20:.0f} "
+            f"MiB/s; explicit reads deliver "
+            f"{result['readers'][0]['GiB_per_s']:.1f} GiB/s from the page cache, so on this CPU "
+            f"the coding, not the "
+            "reading, sets the pace and the prefetch thread hides the reads entirely. Reads from "
+            "a cold disk were not measured."
         ),
         (
             f"- Data held while streaming: at most prefetch + 2 = {c['prefetch'] + 2} chunks of "
-            f"{c['chunk_size'] * c['batch_size'] * t['d'] * 4 / 2**20:.0f} MiB (twice that while one is copied to the "
+            f"{c['chunk_size'] * c['batch_size'] * t['d'] * 4 / 2**20:.0f} MiB (twice that while "
+            f"one is copied to the "
             f"device) and the {c['eval_size']} evaluation rows; the rest of the growth above the "
-            f"{t['rss_before_MiB']['VmRSS']:.0f} MiB after import is JAX and XLA (compiled programs, compilation, allocator "
-            "arenas). The RSS column of the trend table (VmRSS at each progress line) stays within a band over the "
-            "pass: it does not grow with the rows read. Peaks vary between runs by ~100 MiB (an earlier identical run "
+            f"{t['rss_before_MiB']['VmRSS']:.0f} MiB after import is JAX and XLA (compiled "
+            f"programs, compilation, allocator "
+            "arenas). The RSS column of the trend table (VmRSS at each progress line) stays "
+            "within a band over the "
+            "pass: it does not grow with the rows read. Peaks vary between runs by ~100 MiB (an "
+            "earlier identical run "
             "peaked at 898 MiB while streaming, 1009 MiB in all)."
         ),
-        "- Timings are from a CPU shared with other jobs (see the load average), so they are indicative only.",
+        "- Timings are from a CPU shared with other jobs (see the load average), so they are "
+        "indicative only.",
         "",
     ]
     return "\n".join(lines)

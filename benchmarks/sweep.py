@@ -1,8 +1,8 @@
 """Width-sweep benchmark (issue 6): one vmapped program per bucket against a loop over widths.
 
-Both sides run the same learner (alternating minimisation, `--steps` steps, same seeds, same data)
-and must produce the same dictionaries; the baseline compiles one program per width and runs the
-seeds one after another, as a user looping over widths would. Reports total wall time including
+Both sides run the same learner (alternating minimisation, `--max-steps` steps, same seeds, same
+data) and must produce the same dictionaries; the baseline compiles one program per width and runs
+the seeds one after another, as a user looping over widths would. Reports total wall time including
 compilation, the compile counts, and the padding overhead (padded atom-steps / useful atom-steps).
 
     python benchmarks/sweep.py            # widths 16..1024 (7) x 2 seeds
@@ -11,8 +11,9 @@ compilation, the compile counts, and the padding overhead (padded atom-steps / u
 On a GPU (issue 8: 8 widths up to 16384 atoms, 1M synthetic activations of dimension 512, the
 online learner streaming minibatches; the baseline is the same learner in a loop over widths):
 
-    python benchmarks/sweep.py --learner online --n 1000000 --d 512 --steps 200 --chunk-size 50 \
-        --batch-size 4096 --widths 128,256,512,1024,2048,4096,8192,16384 --solver fista
+    python benchmarks/sweep.py --learner online --n 1000000 --d 512 --max-steps 200 \
+        --chunk-size 50 --batch-size 4096 --widths 128,256,512,1024,2048,4096,8192,16384 \
+        --solver fista
 """
 
 import argparse
@@ -26,17 +27,23 @@ import jax.numpy as jnp
 import numpy as np
 
 import sparsedict as sd
-from sparsedict._coding._driver import default_tol
-from sparsedict._learning._atoms import init_dictionary
-from sparsedict._learning._chunks import scan_full_data, scan_minibatches
-from sparsedict._sweep import _engine, _programs
-from sparsedict._sweep._layout import make_layout
+from sparsedict._testing import (
+    TRACES,
+    SweepData,
+    default_tol,
+    init_dictionary,
+    learner_for,
+    make_layout,
+    member_summary,
+    scan_full_data,
+    scan_minibatches,
+)
 
 
 def loop_over_widths(X, spec):
     """The baseline: the same learner, a separate jit per width, seeds one after another."""
-    data = _engine._Data(X, spec, make_layout("members", jax.devices()[:1]))
-    learner = _engine._learner(spec)
+    data = SweepData(X, spec, make_layout("members", jax.devices()[:1]))
+    learner = learner_for(spec)
     dtype = data.dtype
     tol = jnp.asarray(default_tol(dtype), dtype)
     lam = jnp.asarray(spec.lams[0], dtype)
@@ -55,13 +62,11 @@ def loop_over_widths(X, spec):
                 return scan_full_data(learner, X_eval, lam, tol, state, spec.chunk_size)[0]
             return scan_minibatches(learner, lam, tol, state, batches)[0]
 
-        summary = jax.jit(
-            lambda state, X_eval=X_eval: _programs.member_summary(X_eval, lam, tol, state)
-        )
+        summary = jax.jit(lambda state, X_eval=X_eval: member_summary(X_eval, lam, tol, state))
         compiles += 1
         for seed in spec.seeds:
             state = init(X_init, seed)
-            for step in range(0, spec.steps, spec.chunk_size):
+            for step in range(0, spec.max_steps, spec.chunk_size):
                 batches = (
                     None if spec.learner == "alternating" else data.batches(step, spec.chunk_size)
                 )
@@ -78,7 +83,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--n", type=int, default=2048)
     parser.add_argument("--d", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--buckets", default="pow2", choices=["pow2", "single"])
     parser.add_argument("--learner", default="alternating", choices=["alternating", "online"])
     parser.add_argument("--batch-size", type=int, default=1024)
@@ -103,7 +108,7 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
     widths = (4, 8, 16) if args.quick else tuple(int(w) for w in args.widths.split(","))
-    n, d, steps = (256, 16, 4) if args.quick else (args.n, args.d, args.steps)
+    n, d, steps = (256, 16, 4) if args.quick else (args.n, args.d, args.max_steps)
     seeds, lam = (0, 1), 0.1
     X = sd.datasets.feature_mixture(n, d, seed=0, dtype=np.float32)
 
@@ -111,7 +116,7 @@ def main(argv=None):
         widths=widths,
         seeds=seeds,
         lams=(lam,),
-        steps=steps,
+        max_steps=steps,
         chunk_size=args.chunk_size or steps,
         buckets=args.buckets,
         learner=args.learner,
@@ -120,10 +125,10 @@ def main(argv=None):
     )
 
     def run_sweep():
-        before = sum(_engine.TRACES.values())
+        before = sum(TRACES.values())
         start = time.perf_counter()
-        rows = sd.run_sweep(X, spec, out=None, verbose=False, member_batch=args.member_batch)
-        return rows, time.perf_counter() - start, sum(_engine.TRACES.values()) - before
+        rows = sd.run_sweep(X, spec, out=None, verbose=False, member_batch=args.member_batch).rows
+        return rows, time.perf_counter() - start, sum(TRACES.values()) - before
 
     def run_loop():
         start = time.perf_counter()
@@ -169,8 +174,10 @@ def main(argv=None):
     lines = [
         f"# Width sweep vs loop over widths ({'quick' if args.quick else 'full'})",
         "",
-        f"device {result['device']} ({result['cpu_count']} cores), jax {jax.__version__}; n={n}, d={d}, "
-        f"{steps} {args.learner} steps ({args.solver}), widths {widths}, seeds {seeds}, buckets={args.buckets}, "
+        f"device {result['device']} ({result['cpu_count']} cores), jax {jax.__version__}; n={n}, "
+        f"d={d}, "
+        f"{steps} {args.learner} steps ({args.solver}), widths {widths}, seeds {seeds}, "
+        f"buckets={args.buckets}, "
         f"member_batch={args.member_batch or 'default'}, "
         f"{'baseline' if args.loop_first else 'sweep'} run first",
         "",
@@ -179,16 +186,19 @@ def main(argv=None):
         f"| vmapped sweep | {sweep_time:.1f} | {sweep_compiles} |",
         f"| loop, one jit per width | {loop_time:.1f} | {loop_compiles} |",
         "",
-        f"speedup {result['speedup']:.2f}x; padding overhead {result['padding_overhead']:.2f}x atom-steps; "
+        f"speedup {result['speedup']:.2f}x; padding overhead {result['padding_overhead']:.2f}x "
+        f"atom-steps; "
         f"largest objective difference between the two {agree:.1e}",
-        "(sweep compiles: one training program per bucket; each side also compiles its initialisation "
+        "(sweep compiles: one training program per bucket; each side also compiles its "
+        "initialisation "
         "and final-report programs)",
     ]
     print("\n".join(lines))
     if not args.quick:
         os.makedirs(args.out, exist_ok=True)
         device = jax.devices()[0].platform
-        name = f"sweep_{device}_{args.learner}_{args.buckets}_{len(widths)}w_{'loopfirst' if args.loop_first else 'sweepfirst'}"
+        order = "loopfirst" if args.loop_first else "sweepfirst"
+        name = f"sweep_{device}_{args.learner}_{args.buckets}_{len(widths)}w_{order}"
         with open(os.path.join(args.out, name + ".json"), "w") as f:
             json.dump(result, f, indent=2)
         with open(os.path.join(args.out, name + ".md"), "w") as f:

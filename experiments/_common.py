@@ -78,7 +78,8 @@ class Experiment:
             f"| {_fmt(p)} | {_fmt(m)} | {'yes' if ok else '**NO**'} |" for p, m, ok in self.checks
         ]
         text = (
-            f"## {self.name}\n\n*{mode} run (`python -m experiments.{self.name}{' --quick' if self.quick else ''}`), {elapsed:.0f} s*\n\n"
+            f"## {self.name}\n\n*{mode} run (`python -m "
+            f"experiments.{self.name}{' --quick' if self.quick else ''}`), {elapsed:.0f} s*\n\n"
             + "\n\n".join(self.sections + ["\n".join(checks)])
             + "\n"
         )
@@ -116,12 +117,12 @@ def sweep(X, widths, seeds, lam, steps, stationarity_tol=1e-10):
         widths=tuple(widths),
         seeds=tuple(seeds),
         lams=(lam,),
-        steps=steps,
+        max_steps=steps,
         buckets="single",
         stationarity_tol=stationarity_tol,
     )
     with tempfile.TemporaryDirectory() as folder:
-        rows = sd.run_sweep(X, spec, out=folder, verbose=False)
+        rows = sd.run_sweep(X, spec, out=folder, verbose=False).rows
         with np.load(os.path.join(folder, f"bucket_{max(widths)}.npz")) as stored:
             dictionaries = {
                 (int(w), int(s)): D[: int(w)]

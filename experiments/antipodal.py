@@ -3,7 +3,8 @@
 Signals `x = s v + sum_j a_j f_j + noise` with a dense signed coefficient `s ~ N(0, 1)` on one
 direction `v` and sparse nonnegative features `f_j` (each active with probability 0.15, magnitude
 in [0.5, 1.5]). With nonnegative codes the optimum spends two atoms on `v`, with cosine about
--0.99, each firing on a large share of the points (~42% in THEORY's example, ~33% here) and never together. With signed codes one atom does the
+-0.99, each firing on a large share of the points (~42% in THEORY's example, ~33% here) and never
+together. With signed codes one atom does the
 same job: merging the pair into one signed atom loses almost nothing, while a nonnegative
 dictionary with one atom fewer is clearly worse. (The Huber bound itself needs separate atoms for
 `x` and `-x`.)
@@ -70,7 +71,8 @@ def main(argv=None):
             ],
             ["pair merged into one signed atom", k - 1, "signed", F_signed, "-"],
         ],
-        note=f"Antipodal pair: cos(d_a, d_b) = {pair_cos:.4f}, cos with v = {cos_v[a]:.4f} / {cos_v[b]:.4f}; "
+        note=f"Antipodal pair: cos(d_a, d_b) = {pair_cos:.4f}, cos with v = {cos_v[a]:.4f} / "
+        f"{cos_v[b]:.4f}; "
         f"firing rates {fire_a.mean():.3f} / {fire_b.mean():.3f} (THEORY: ~0.42 each); "
         f"co-firing {cofire:.4f}. Huber bound {float(row_k['bound']):.4f}.",
     )

@@ -132,7 +132,8 @@ def main(argv=None):
         + [f"measured, {name}" for name in variants]
         + ["max 2.2 residual / lam (noiseless)"],
         rows,
-        note="Noiseless data have 4 distinct directions, so F = bound exactly from k = 4 (THEORY 3); "
+        note="Noiseless data have 4 distinct directions, so F = bound exactly from k = 4 (THEORY "
+        "3); "
         "THEORY's positive values at k = 4, 5 are reproduced only with noise, whose exact level "
         "THEORY does not state. Differences to THEORY are within 0.05 in both variants.",
     )

@@ -102,7 +102,7 @@ def diagnose(exp, name, X, k, sae_steps, alt_steps):
         X,
         k,
         LAM,
-        steps=sae_steps,
+        max_steps=sae_steps,
         batch_size=256,
         learning_rate=3e-3,
         chunk_size=sae_steps,
@@ -188,13 +188,14 @@ def main(argv=None):
             "amortisation gap",
         ],
         [row for rows, _, _ in results.values() for row in rows],
-        note=f"Patches: n = {len(patches)}, d = 64. MLP: n = {len(H)}, d = 32 hidden units, training "
+        note=f"Patches: n = {len(patches)}, d = 64. MLP: n = {len(H)}, d = 32 hidden units, "
+        f"training "
         f"accuracy {accuracy:.3f}. The SAE is certified by re-solving exact codes for its decoder "
         "(`certify`); its amortisation gap is F(encoder codes) - F(exact codes).",
     )
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for ax, (name, (rows, per_atom, bound)) in zip(axes, results.items(), strict=False):
+    for ax, (name, (_rows, per_atom, _bound)) in zip(axes, results.items(), strict=False):
         for method, values in per_atom.items():
             values = np.sort(np.maximum(values, 1e-17))[::-1]
             ax.plot(np.arange(1, len(values) + 1) / len(values), values, label=method)

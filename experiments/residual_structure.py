@@ -1,7 +1,8 @@
 """Residual structure at a converged optimum (THEORY 2.2 and 7).
 
 Dictionary learning on sparse nonnegative data (8 random features in R^32 with usage
-probabilities 0.5 * 0.75^j, magnitudes in [0.5, 1.5], noise 0.01) run until the certified stationarity residual is below 1e-8. Predictions at the
+probabilities 0.5 * 0.75^j, magnitudes in [0.5, 1.5], noise 0.01) run until the certified
+stationarity residual is below 1e-8. Predictions at the
 optimum: `d_k . r_i = lam` on every active pair; `||r_i|| >= lam` on every represented point;
 `s_k / m_k = lam d_k` for every used atom; `r_i = (I - Pi_S) x_i + lam D_S^T G_S^{-1} 1` on the
 support S of each signal; and the top directions of the residual covariance align with the

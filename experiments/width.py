@@ -103,7 +103,8 @@ def main(argv=None):
     )
     exp.check(
         "wide limit attains the bound and is exactly stationary (polar test max|r|/lam = 1)",
-        f"F - bound {float(wide.value) - bound:.1e}, residual {float(np.max(wide_report.atoms.relative_constraint)):.1e}, "
+        f"F - bound {float(wide.value) - bound:.1e}, residual "
+        f"{float(np.max(wide_report.atoms.relative_constraint)):.1e}, "
         f"ratio {float(wide_report.free_atom.ratio):.6f}",
         abs(float(wide.value) - bound) < 1e-12
         and float(np.max(wide_report.atoms.relative_constraint)) < 1e-10
@@ -179,8 +180,10 @@ def main(argv=None):
             ],
         ],
         note=f"Split gains {np.round(np.asarray(test.split_gain), 4).tolist()}, removal costs "
-        f"{np.round(np.asarray(test.removal_cost), 4).tolist()}; swap: split atom {test.split_atom}, "
-        f"remove atom {test.removed_atom}, F after swap (before re-learning) {float(test.swap_objective):.4f}. "
+        f"{np.round(np.asarray(test.removal_cost), 4).tolist()}; swap: split atom "
+        f"{test.split_atom}, "
+        f"remove atom {test.removed_atom}, F after swap (before re-learning) "
+        f"{float(test.swap_objective):.4f}. "
         "THEORY 4.3's own example: 0.8773 -> 0.5967.",
     )
     exp.check(

@@ -1,5 +1,7 @@
 """sparsedict: nonnegative L1 sparse coding and dictionary learning in JAX, with certificates."""
 
+import importlib.metadata
+
 from . import datasets as datasets
 from . import optimality as optimality
 from . import streaming as streaming
@@ -23,7 +25,46 @@ from ._learning._metrics import StepInfo as StepInfo
 from ._learning._sae import SAE as SAE
 from ._objective import kkt_residual as kkt_residual
 from ._objective import lam_max as lam_max
+from ._sweep._engine import SweepPlan as SweepPlan
+from ._sweep._engine import SweepResult as SweepResult
+from ._sweep._engine import plan_sweep as plan_sweep
 from ._sweep._engine import run_sweep as run_sweep
+from ._sweep._memory import SweepDoesNotFit as SweepDoesNotFit
 from ._sweep._spec import SweepSpec as SweepSpec
 
-__version__ = "0.1.0"
+try:  # the version is written once, in pyproject.toml
+    __version__ = importlib.metadata.version("sparsedict")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source tree, not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "AbstractCodingSolver",
+    "ActiveSet",
+    "CodingResult",
+    "CoordinateDescent",
+    "FISTA",
+    "LearnedDictionary",
+    "RESULTS",
+    "SAE",
+    "StepInfo",
+    "SweepDoesNotFit",
+    "SweepPlan",
+    "SweepResult",
+    "SweepSpec",
+    "TrainedSAE",
+    "datasets",
+    "duality_gap",
+    "implicit_codes",
+    "kkt_residual",
+    "lam_max",
+    "lasso_value",
+    "learn_dictionary",
+    "optimality",
+    "plan_sweep",
+    "run_sweep",
+    "sparse_code",
+    "streaming",
+    "train_sae",
+    "unrolled_sparse_code",
+    "wide_limit",
+]

@@ -1,6 +1,7 @@
 """The `sparsedict` command line."""
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -23,7 +24,9 @@ def _demo(args) -> int:
     import sparsedict as sd
     from sparsedict.datasets import sparse_synthetic
 
-    X, D, _ = sparse_synthetic(args.n, args.d, args.k, args.density, seed=args.seed, dtype=dtype)
+    X, D, _ = sparse_synthetic(
+        args.n, args.d, args.k, density=args.density, seed=args.seed, dtype=dtype
+    )
     lam = args.lam
     print(
         f"sparsedict demo: {args.n} signals, d={args.d}, k={args.k} atoms, lam={lam}, "
@@ -36,7 +39,8 @@ def _demo(args) -> int:
     print(f"solved in {elapsed:.2f} s (including compilation)\n")
     print("per-signal certificates (first 8 signals):")
     print(
-        f"{'signal':>6} {'L0':>4} {'primal':>10} {'gap':>10} {'rel. gap':>10} {'KKT':>10} {'conv.':>6}"
+        f"{'signal':>6} {'L0':>4} {'primal':>10} {'gap':>10} {'rel. gap':>10} {'KKT':>10} "
+        f"{'conv.':>6}"
     )
     for i in range(min(8, args.n)):
         print(
@@ -68,8 +72,12 @@ def _bytes(text):
 def _sweep(args) -> int:
     try:
         code = _sweep_on_this_host(args)
-    except MemoryError as error:  # the memory plan refused: say why, without a traceback
-        raise SystemExit(f"sparsedict sweep: {error}") from None
+    except MemoryError as error:
+        from sparsedict import SweepDoesNotFit  # (imported late: --float64 comes first)
+
+        if not isinstance(error, SweepDoesNotFit):
+            raise
+        raise SystemExit(f"sparsedict sweep: {error}") from None  # the plan's refusal, no traceback
     if args.distributed:  # leave together: a host that exits early fails the others' shutdown
         import jax
         from jax.experimental import multihost_utils
@@ -99,45 +107,27 @@ def _sweep_on_this_host(args) -> int:
     from sparsedict._sweep._store import ResultStore
 
     if args.data and args.learner == "online":
-        X = sd.streaming.open_signals(
-            args.data, key=args.key
-        )  # streamed: only minibatches are read
+        X = sd.streaming.open_signals(args.data, key=args.key)  # only minibatches are read
         source = f"{args.data} (streamed, {np.dtype(X.dtype).name})"
     elif args.data:
-        X = np.asarray(datasets.load_array(args.data, args.key), dtype)
-        if X.ndim != 2:
-            raise SystemExit(f"--data must hold a 2-D array (n, d) of signals, got shape {X.shape}")
+        X = np.asarray(sd.streaming.load_array(args.data, key=args.key), dtype)
         source = args.data
     elif args.dataset == "patches":
         X, source = datasets.image_patches(args.n, dtype=dtype), "8x8 natural-image patches"
     else:
         X, source = datasets.feature_mixture(args.n, args.d, seed=0, dtype=dtype), "feature mixture"
-    spec = sd.SweepSpec(
-        widths=args.widths,
-        seeds=args.seeds,
-        lams=args.lams,
-        steps=args.steps,
-        chunk_size=args.chunk_size,
-        buckets=args.buckets,
-        stationarity_tol=args.stationarity_tol,
-        learner=args.learner,
-        batch_size=args.batch_size,
-        eval_size=args.eval_size,
-        layout=args.layout,
-        solver=args.solver,
-    )
+    # every option named like a SweepSpec field sets it (--max-steps -> max_steps, ...)
+    fields = [f.name for f in dataclasses.fields(sd.SweepSpec) if f.name in vars(args)]
+    spec = sd.SweepSpec(**{name: getattr(args, name) for name in fields})
     budget = None if args.memory_budget is None else _bytes(args.memory_budget)
     if args.dry_run:
-        print(
-            sd.run_sweep(
-                X, spec, dry_run=True, memory_budget=budget, member_batch=args.member_batch
-            )
-        )
+        print(sd.plan_sweep(X, spec, memory_budget=budget, member_batch=args.member_batch))
         return 0
     print(
         f"sparsedict sweep: {source}, n={X.shape[0]}, d={X.shape[1]}; widths {spec.widths}, "
         f"seeds {spec.seeds}, lams {spec.lams}; {len(spec.members())} members in "
-        f"{len(spec.grouped())} buckets on {len(jax.devices())} {jax.devices()[0].platform} device(s); "
+        f"{len(spec.grouped())} buckets on {len(jax.devices())} {jax.devices()[0].platform} "
+        f"device(s); "
         f"results in {args.out}"
     )
     start = time.perf_counter()
@@ -148,23 +138,31 @@ def _sweep_on_this_host(args) -> int:
         verbose=not args.quiet,
         memory_budget=budget,
         member_batch=args.member_batch,
-    )
+    ).rows
     if jax.process_index() != 0:
         return 0  # the first host prints and plots
     print(f"\nswept in {time.perf_counter() - start:.1f} s; mean over seeds per width:")
-    header = f"{'lam':>6} {'width':>6} {'objective':>10} {'bound':>9} {'F-bound':>9} {'L0':>6} {'dead':>5} {'expl.var':>8} {'stationarity':>12}"
+    header = (
+        f"{'lam':>6} {'width':>6} {'objective':>10} {'bound':>9} {'F-bound':>9} {'L0':>6} "
+        f"{'dead':>5} {'expl.var':>8} {'stationarity':>12}"
+    )
     print(header)
     for lam in spec.lams:
         for width in sorted(set(spec.widths)):
             sel = [r for r in rows if r["lam"] == lam and r["width"] == width]
-            mean = lambda key: float(np.mean([r[key] for r in sel]))
+
+            def mean(key, sel=sel):
+                return float(np.mean([r[key] for r in sel]))
+
             print(
                 f"{lam:>6g} {width:>6d} {mean('objective'):>10.5f} {mean('bound'):>9.5f} "
                 f"{mean('gap_to_bound'):>9.5f} {mean('mean_l0'):>6.2f} {mean('dead_atoms'):>5.1f} "
-                f"{mean('explained_variance'):>8.4f} {max(r['max_relative_constraint'] for r in sel):>12.2e}"
+                f"{mean('explained_variance'):>8.4f} "
+                f"{max(r['max_relative_constraint'] for r in sel):>12.2e}"
             )
     print(
-        "(stationarity: largest per-atom |s_k/m_k - lam d_k| / lam over seeds; 0 at a stationary point)"
+        "(stationarity: largest per-atom |s_k/m_k - lam d_k| / lam over seeds; 0 at a stationary "
+        "point)"
     )
     paths = write_plots(rows, ResultStore(args.out, spec).per_atom(), args.out)
     if paths:
@@ -179,10 +177,9 @@ def _certify(args) -> int:
     import numpy as np
 
     import sparsedict as sd
-    from sparsedict import datasets
 
-    D = np.asarray(datasets.load_array(args.dictionary, args.dictionary_key), dtype)
-    X = np.asarray(datasets.load_array(args.data, args.data_key), dtype)
+    D = np.asarray(sd.streaming.load_array(args.dictionary, key=args.dictionary_key), dtype)
+    X = np.asarray(sd.streaming.load_array(args.data, key=args.data_key), dtype)
     if args.transpose:
         D = D.T
     norms = np.linalg.norm(D, axis=1)
@@ -204,14 +201,29 @@ def _certify(args) -> int:
     return 0
 
 
+def _command(sub, name, run, *, help, description):
+    """A subcommand running `run(args)`; every one can compute in float64."""
+    parser = sub.add_parser(name, help=help, description=description)
+    parser.add_argument("--float64", action="store_true", help="compute in float64")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _choice(parser, flag, choices, help):
+    """An option taking one of `choices`, the first by default."""
+    parser.add_argument(flag, default=choices[0], choices=choices, help=help)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="sparsedict",
         description="Nonnegative L1 sparse coding and dictionary learning with certificates.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
+    demo = _command(
+        sub,
         "demo",
+        _demo,
         help="solve a built-in sparse coding problem and print its duality-gap certificates",
         description="Generate signals from a random unit-norm dictionary with sparse nonnegative "
         "codes, solve the nonnegative lasso for every signal, and print the per-signal "
@@ -225,18 +237,19 @@ def main(argv=None) -> int:
     demo.add_argument("--solver", default="active_set", choices=["active_set", "fista", "cd"])
     demo.add_argument("--tol", type=float, default=None, help="relative duality-gap tolerance")
     demo.add_argument("--max-steps", type=int, default=1000, help="cap on solver steps")
-    demo.add_argument("--float64", action="store_true", help="solve in float64")
     demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(run=_demo)
 
-    sweep = sub.add_parser(
+    sweep = _command(
+        sub,
         "sweep",
+        _sweep,
         help="train dictionaries of many widths x seeds x lams in one compiled program per bucket",
         description="Width sweep: alternating-minimisation dictionaries for every (width, seed, "
         "lam), trained together (vmap over members, padded width buckets, sharded over all "
         "devices). Prints a table per width (objective, wide-limit bound, L0, dead atoms, "
         "explained variance, stationarity) and writes results.csv, bucket_<W>.npz (dictionaries), "
-        "manifest.json and plots to --out. Rerunning with the same --out resumes an interrupted sweep.",
+        "manifest.json and plots to --out. Rerunning with the same --out resumes an interrupted "
+        "sweep.",
     )
     sweep.add_argument("--data", help="your activations: .npy, .npz or .safetensors, shape (n, d)")
     sweep.add_argument("--key", help="array name inside an .npz/.safetensors file")
@@ -255,15 +268,13 @@ def main(argv=None) -> int:
     )
     sweep.add_argument("--seeds", type=_ints, default=(0, 1), help="comma-separated seeds")
     sweep.add_argument("--lams", type=_floats, default=(0.1,), help="comma-separated L1 penalties")
-    sweep.add_argument(
-        "--steps", type=int, default=30, help="alternating-minimisation steps per member"
-    )
+    sweep.add_argument("--max-steps", type=int, default=30, help="training steps per member")
     sweep.add_argument("--chunk-size", type=int, default=10, help="steps per compiled chunk")
-    sweep.add_argument(
+    _choice(
+        sweep,
         "--buckets",
-        default="pow2",
-        choices=["pow2", "single"],
-        help="pad widths to powers of two (default) or all to the largest (one compile)",
+        ["pow2", "single"],
+        "pad widths to powers of two (default) or all to the largest (one compile)",
     )
     sweep.add_argument(
         "--stationarity-tol",
@@ -271,11 +282,11 @@ def main(argv=None) -> int:
         default=0.0,
         help="stop a bucket early once every member's certified residual is below this",
     )
-    sweep.add_argument(
+    _choice(
+        sweep,
         "--learner",
-        default="alternating",
-        choices=["alternating", "online"],
-        help="alternating: exact codes of all data each step (data on the device); "
+        ["alternating", "online"],
+        "alternating: exact codes of all data each step (data on the device); "
         "online: minibatches streamed from --data (.npy, or shards: a glob of "
         ".npz/.safetensors files) without loading it",
     )
@@ -286,17 +297,17 @@ def main(argv=None) -> int:
         default=4096,
         help="online: signals of the final summary (the first ones of the data)",
     )
-    sweep.add_argument(
+    _choice(
+        sweep,
         "--solver",
-        default="active_set",
-        choices=["active_set", "fista", "cd"],
-        help="coding solver (fista is the accelerator workhorse)",
+        ["active_set", "fista", "cd"],
+        "coding solver (fista is the accelerator workhorse)",
     )
-    sweep.add_argument(
+    _choice(
+        sweep,
         "--layout",
-        default="members",
-        choices=["members", "data"],
-        help="split members over the devices (default) or the signals/minibatches",
+        ["members", "data"],
+        "split members over the devices (default) or the signals/minibatches",
     )
     sweep.add_argument(
         "--member-batch",
@@ -328,12 +339,12 @@ def main(argv=None) -> int:
     sweep.add_argument(
         "--out", default="sweep_results", help="results folder (default sweep_results)"
     )
-    sweep.add_argument("--float64", action="store_true", help="train in float64")
     sweep.add_argument("--quiet", action="store_true", help="no progress output")
-    sweep.set_defaults(run=_sweep)
 
-    cert = sub.add_parser(
+    cert = _command(
+        sub,
         "certify",
+        _certify,
         help="optimality report of a dictionary you bring (e.g. an SAE decoder)",
         description="Re-solve exact codes of --data for the dictionary and print the optimality "
         "report of THEORY sections 1-4: per-atom stationarity residuals (worst first), KKT, gaps, "
@@ -350,8 +361,6 @@ def main(argv=None) -> int:
         "--transpose", action="store_true", help="the file holds atoms as columns (d, k)"
     )
     cert.add_argument("--normalize", action="store_true", help="normalise atoms to unit norm first")
-    cert.add_argument("--float64", action="store_true")
-    cert.set_defaults(run=_certify)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -118,3 +118,32 @@ def lam_max(X: Float[Array, "*batch d"], D: Float[Array, "k d"], atom_mask=None)
 def lipschitz(gram: Float[Array, "k k"]) -> Float[Array, ""]:
     r"""$L = \lambda_{\max}(D D^\top)$, the Lipschitz constant of the smooth part's gradient."""
     return jnp.linalg.eigvalsh(gram)[-1]
+
+
+def primal(
+    X: Float[Array, "*batch d"], D: Float[Array, "k d"], codes, lam
+) -> Float[Array, "*batch"]:
+    r"""$P(a) = \tfrac12\|x - aD\|^2 + \lambda \sum_k a_k$ per signal (`lam` a scalar or (n,))."""
+    r = residual(X, D, codes)
+    return 0.5 * jnp.sum(r * r, axis=-1) + lam * jnp.sum(codes, axis=-1)
+
+
+def mean_objective(X, D, codes, lam, weights=None) -> Float[Array, ""]:
+    r"""The dictionary learning objective, the (weighted) mean of the per-signal primal:
+
+    $$F(D, A) = \frac1W \sum_i w_i \Big[\tfrac12\|x_i - a_i D\|^2
+      + \lambda \textstyle\sum_k a_{ik}\Big], \qquad W = \textstyle\sum_i w_i$$
+
+    (`weights=None`: every $w_i = 1$). Differentiable in every argument; the optimality
+    residuals and the learners' gradients in D are `jax.grad` of it.
+    """
+    values = primal(X, D, codes, lam)
+    if weights is None:
+        return jnp.mean(values)
+    return jnp.sum(weights * values) / jnp.sum(weights)
+
+
+def dual(X: Float[Array, "*batch d"], theta: Float[Array, "*batch d"]) -> Float[Array, "*batch"]:
+    r"""$\mathcal{D}(\theta) = \tfrac12\|x\|^2 - \tfrac12\|x - \theta\|^2$ per signal (a lower bound
+    on the optimum when $\theta$ is dual feasible)."""
+    return 0.5 * jnp.sum(X**2, -1) - 0.5 * jnp.sum((X - theta) ** 2, -1)

@@ -3,33 +3,20 @@
 Shape and dtype problems raise `ValueError`/`TypeError` at trace time, naming the argument and the
 expected shape. Value problems (NaN/inf, negative `lam`, zero-norm atoms) are caught with
 `eqx.error_if` on the arrays that are actually used, so they raise eagerly and under `jax.jit`.
-"""
 
-import contextlib
+Public entries validate once, then call internal kernels that check nothing (inside compiled
+programs too: a check's error branch runs on one device, so in a program with arrays split over
+devices it would gather every checked array onto that device at every call).
+"""
 
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-_CHECKS = [True]
+error_if = eqx.error_if
 
-
-@contextlib.contextmanager
-def unchecked():
-    """Trace without the value checks (for programs whose inputs were validated on the host).
-
-    A check's error branch runs on one device, so inside a program with arrays split over
-    devices (GSPMD) it would gather every checked array onto that device at every call.
-    """
-    _CHECKS.append(False)
-    try:
-        yield
-    finally:
-        _CHECKS.pop()
-
-
-def error_if(x, pred, msg):
-    return eqx.error_if(x, pred, msg) if _CHECKS[-1] else x
+# An atom counts as unit norm when | ||d_k|| - 1 | is below this many machine epsilons (x d).
+_UNIT_NORM_EPS = 1e3
 
 
 def float_dtype(*arrays):
@@ -121,9 +108,97 @@ def codes(A, shape, dtype, name="codes"):
     return error_if(A, jnp.any(A < 0), f"{name} must be nonnegative")
 
 
-def positive_int(value, name):
+def int_at_least(value, name, least=1):
+    """`value` as a Python int >= `least` (booleans and floats are refused)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    if value < least:
+        raise ValueError(f"{name} must be >= {least}, got {value!r}")
     return int(value)
+
+
+def positive_int(value, name):
+    return int_at_least(value, name, 1)
+
+
+def tol(value, dtype, name="tol"):
+    """A relative-gap tolerance: the dtype's default (1e-10 float64, 1e-6 float32) or one >= 0."""
+    if value is None:
+        value = 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-6
+    value = jnp.asarray(value, dtype)
+    return error_if(value, ~(value >= 0), f"{name} must be >= 0")
+
+
+def weights(w, n, dtype, name="weights"):
+    r"""Weights $w_i \ge 0$ of shape (n,), finite, with $W = \sum_i w_i > 0$ (default: all 1)."""
+    if w is None:
+        return jnp.ones((n,), dtype)
+    w = jnp.asarray(w)
+    if w.shape != (n,):
+        raise ValueError(f"{name} must have one value per signal, shape ({n},), got {w.shape}")
+    w = check_finite(w.astype(dtype), name)
+    w = error_if(w, jnp.any(w < 0), f"{name} must be nonnegative")
+    return error_if(w, jnp.sum(w) <= 0, f"{name} must have a positive sum")
+
+
+def positive_lam(value, dtype, name="lam"):
+    """A scalar `lam > 0` (the optimality residuals divide by it)."""
+    value = lam(value, (), dtype, name)
+    return error_if(value, value <= 0, f"{name} must be > 0 for optimality residuals")
+
+
+def unit_atoms(D, mask, name="D"):
+    """Refuse unmasked atoms whose norm is not 1, suggesting the fix."""
+    eps = jnp.finfo(D.dtype).eps
+    off = jnp.abs(jnp.linalg.norm(D, axis=-1) - 1.0) > _UNIT_NORM_EPS * eps * D.shape[-1]
+    if mask is not None:
+        off = off & mask
+    return error_if(
+        D,
+        jnp.any(off),
+        f"{name} has atoms whose norm is not 1 (the theory assumes unit-norm atoms); "
+        f"normalise them first: {name} = {name} / jnp.linalg.norm({name}, axis=1, keepdims=True)",
+    )
+
+
+def matrix_signals(X, dtype, name="X"):
+    """`X` as a float array of shape (n, d), checked finite."""
+    X = jnp.asarray(X, dtype)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must have shape (n, d), got shape {X.shape}")
+    return signals(X, dtype, name)
+
+
+def signals_dictionary_codes(X, D, A, atom_mask):
+    """Validated `(X, D, codes, mask)`: X (n, d), unit-norm D (k, d), codes `A` (n, k) >= 0 or
+    None.
+
+    Masked atoms are returned as zero rows with zero codes.
+    """
+    dtype = float_dtype(("X", X), ("D", D), *([] if A is None else [("codes", A)]))
+    X = matrix_signals(X, dtype)
+    D, mask = dictionary(D, X.shape[1], dtype, atom_mask)
+    D = unit_atoms(D, mask)
+    if mask is not None:
+        D = jnp.where(mask[:, None], D, 0.0)
+    if A is not None:
+        A = codes(A, (X.shape[0], D.shape[0]), dtype)
+        if mask is not None:
+            A = jnp.where(mask, A, 0.0)
+    return X, D, A, mask
+
+
+def finite_rows(values, rows, name, context):
+    """Raise if host `values` (one row per entry of `rows`) hold NaN or inf, naming the rows."""
+    finite = np.isfinite(values).all(axis=-1)
+    if finite.all():
+        return
+    bad = np.unique(np.asarray(rows).reshape(-1)[~finite])
+    if bad[-1] - bad[0] + 1 == bad.size and bad.size > 1:
+        where = f"rows {bad[0]}-{bad[-1]}"
+    else:
+        where = "row " if bad.size == 1 else "rows "
+        where += ", ".join(map(str, bad[:5])) + (
+            f" and {bad.size - 5} more" if bad.size > 5 else ""
+        )
+    raise ValueError(f"{name} contains NaN or inf in {where} (read for {context})")

@@ -2,8 +2,10 @@
 
 import numpy as np
 
+from .streaming import load_array as load_array  # the one reader of .npy/.npz/.safetensors
 
-def sparse_synthetic(n=2048, d=64, k=256, density=0.07, noise=0.05, seed=0, dtype=np.float32):
+
+def sparse_synthetic(n=2048, d=64, k=256, *, density=0.07, noise=0.05, seed=0, dtype=np.float32):
     """Signals `X = A D + noise` from a random unit-norm dictionary and sparse nonnegative codes.
 
     Each code entry is active with probability `density`, with magnitude uniform in [0.5, 2].
@@ -17,7 +19,7 @@ def sparse_synthetic(n=2048, d=64, k=256, density=0.07, noise=0.05, seed=0, dtyp
     return X.astype(dtype), D.astype(dtype), A.astype(dtype)
 
 
-def feature_mixture(n=2048, d=32, seed=0, dtype=np.float32):
+def feature_mixture(n=2048, d=32, *, seed=0, dtype=np.float32):
     """Activations built from the feature kinds the theory explains (THEORY section 7).
 
     - 8 independent features: each active with probability 0.1, magnitude uniform in [0.5, 1.5];
@@ -28,9 +30,11 @@ def feature_mixture(n=2048, d=32, seed=0, dtype=np.float32):
     All feature directions are random unit vectors. Returns `X` (n, d).
     """
     rng = np.random.default_rng(seed)
-    unit = lambda m: (lambda M: M / np.linalg.norm(M, axis=1, keepdims=True))(
-        rng.standard_normal((m, d))
-    )
+
+    def unit(m):
+        M = rng.standard_normal((m, d))
+        return M / np.linalg.norm(M, axis=1, keepdims=True)
+
     independent, parents, children, dense = unit(8), unit(3), unit(9), unit(1)[0]
     X = ((rng.random((n, 8)) < 0.1) * rng.uniform(0.5, 1.5, (n, 8))) @ independent
     parent_on = rng.random((n, 3)) < 0.15
@@ -44,7 +48,7 @@ def feature_mixture(n=2048, d=32, seed=0, dtype=np.float32):
     return X.astype(dtype)
 
 
-def image_patches(n=5000, size=8, seed=0, dtype=np.float32):
+def image_patches(n=5000, size=8, *, seed=0, dtype=np.float32):
     """Natural-image patches from scikit-learn's bundled sample images (no download).
 
     Grayscale `size` x `size` patches drawn at random, each with its mean removed, then all
@@ -66,34 +70,3 @@ def image_patches(n=5000, size=8, seed=0, dtype=np.float32):
     patches = patches - patches.mean(axis=1, keepdims=True)
     patches /= np.linalg.norm(patches, axis=1).mean()
     return patches.astype(dtype)
-
-
-def load_array(path, key=None):
-    """An array from `.npy`, `.npz` (`key` or its only array) or `.safetensors` (`key` or its only tensor)."""
-    import os
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    if path.endswith(".npy"):
-        return np.load(path, mmap_mode="r")
-    if path.endswith(".npz") or path.endswith(".safetensors"):
-        if path.endswith(".npz"):
-            store = dict(np.load(path))
-        else:
-            try:
-                from safetensors.numpy import load_file
-            except ImportError as e:
-                raise ImportError(
-                    f"reading {path} needs the safetensors package: pip install safetensors"
-                ) from e
-            store = load_file(path)
-        if key is None:
-            if len(store) != 1:
-                raise ValueError(
-                    f"{path} holds several arrays {sorted(store)}: name one with --key"
-                )
-            key = next(iter(store))
-        if key not in store:
-            raise KeyError(f"{path} has no array {key!r}; it holds {sorted(store)}")
-        return store[key]
-    raise ValueError(f"{path}: expected a .npy, .npz or .safetensors file")

@@ -28,12 +28,12 @@ def reference_codes(X, D, lam):
     lam = np.broadcast_to(np.asarray(lam, float), X.shape[:1])
     d = X.shape[1]
     out = np.zeros((X.shape[0], D.shape[0]))
-    for i, (x, l) in enumerate(zip(X, lam, strict=False)):
-        if l == 0:
+    for i, (x, lam_i) in enumerate(zip(X, lam, strict=False)):
+        if lam_i == 0:
             out[i] = nnls(D.T, x, maxiter=100 * D.shape[0])[0]
         else:
             model = Lasso(
-                alpha=l / d, positive=True, fit_intercept=False, tol=1e-14, max_iter=200_000
+                alpha=lam_i / d, positive=True, fit_intercept=False, tol=1e-14, max_iter=200_000
             )
             out[i] = model.fit(D.T, x).coef_
     return out

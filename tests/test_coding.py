@@ -1,4 +1,5 @@
-"""Sparse coding: agreement with scikit-learn / scipy, honest certificates, KKT, masks, transforms."""
+"""Sparse coding: agreement with scikit-learn / scipy, honest certificates, KKT, masks,
+transforms."""
 
 import zlib
 
@@ -180,9 +181,9 @@ def test_single_signal_and_jit_vmap(rng):
     np.testing.assert_allclose(jitted, batch.codes, atol=1e-12)
     # vmap over lam: a regularisation path in one call
     lams = jnp.array([0.05, 0.1, 0.3])
-    path = jax.vmap(lambda l: sd.sparse_code(X, D, l, tol=GAP_F64).codes)(lams)
-    for l, codes in zip(lams, path, strict=False):
-        np.testing.assert_allclose(codes, reference_codes(X, D, float(l)), atol=CODES_F64)
+    path = jax.vmap(lambda lam_i: sd.sparse_code(X, D, lam_i, tol=GAP_F64).codes)(lams)
+    for lam_i, codes in zip(lams, path, strict=False):
+        np.testing.assert_allclose(codes, reference_codes(X, D, float(lam_i)), atol=CODES_F64)
     # vmap over signals
     rows = jax.vmap(lambda x: sd.sparse_code(x, D, lam, tol=GAP_F64).codes)(X)
     np.testing.assert_allclose(rows, batch.codes, atol=1e-12)

@@ -8,16 +8,13 @@ import pathlib
 import re
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+from problems import unit_rows
 
-jax.config.update("jax_enable_x64", True)
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
-from problems import unit_rows  # noqa: E402
-
-import sparsedict as sd  # noqa: E402
+import sparsedict as sd
 
 # Central differences with step 1e-6 in float64: truncation ~1e-12, rounding ~1e-10 relative.
 FD_STEP = 1e-6
@@ -97,8 +94,11 @@ def test_value_gradient_is_envelope_formula(rng):
     assert_close(gX, R, EXACT_RTOL)
     assert_close(gD, -A.T @ R, EXACT_RTOL)
     assert_close(glam, A.sum(1), EXACT_RTOL)
+
     # Second derivative in lam (through the implicit codes): -1^T G_SS^{-1} 1 per signal.
-    value = lambda x, l: sd.lasso_value(x, D, l, tol=TOL)  # noqa: E731
+    def value(x, lam_i):
+        return sd.lasso_value(x, D, lam_i, tol=TOL)
+
     hess = jax.vmap(jax.grad(jax.grad(value, argnums=1), argnums=1))
     expected = []
     for a in np.asarray(A):
@@ -148,10 +148,13 @@ def test_vmap_over_signals_and_over_lam(rng):
 
     # vmap over a grid of scalar lam, shared X and D.
     lams = jnp.asarray([0.25, 0.3, 0.35])
-    loss = lambda l, D: jnp.sum(codes(X, D, l) ** 2)  # noqa: E731
+
+    def loss(lam_i, D):
+        return jnp.sum(codes(X, D, lam_i) ** 2)
+
     grid = jax.vmap(jax.grad(loss, argnums=(0, 1)), in_axes=(0, None))(lams, D)
-    for i, l in enumerate(lams):
-        one = jax.grad(loss, argnums=(0, 1))(l, D)
+    for i, lam_i in enumerate(lams):
+        one = jax.grad(loss, argnums=(0, 1))(lam_i, D)
         assert_close(grid[0][i], one[0], EXACT_RTOL)
         assert_close(grid[1][i], one[1], EXACT_RTOL)
 
@@ -192,7 +195,7 @@ def test_unrolled_is_exact_for_its_iteration_and_approaches_implicit(rng):
     X, D, lam = map(jnp.asarray, fresh_problem(rng))
 
     def f(X, D, n_steps):
-        return jnp.sum(sd.unrolled_sparse_code(X, D, lam, n_steps).codes ** 2)
+        return jnp.sum(sd.unrolled_sparse_code(X, D, lam, max_steps=n_steps).codes ** 2)
 
     # The derivative of 20 steps is exact for that map (in X: the step size 1/L depends on D only).
     g = jax.grad(f)(X, D, 20)

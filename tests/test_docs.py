@@ -37,7 +37,10 @@ def python_blocks(text):
 
 
 def test_block_extraction():
-    text = "a\n```python\nx = 1\n```\n<!-- no-run -->\n```python\nraise SystemExit\n```\n```bash\nls\n```\n"
+    text = (
+        "a\n```python\nx = 1\n```\n<!-- no-run -->\n```python\nraise "
+        "SystemExit\n```\n```bash\nls\n```\n"
+    )
     assert python_blocks(text) == ["x = 1\n"]
 
 
@@ -57,6 +60,7 @@ def test_page_snippets_run(page, tmp_path, monkeypatch):
             ) from e
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("mkdocs") is None,
     reason='mkdocs not installed (pip install ".[docs]")',

@@ -17,6 +17,7 @@ sys.path.insert(0, ROOT)  # `experiments` is a top-level package of the reposito
 from experiments import NAMES  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_quick_run(name, tmp_path):
     module = importlib.import_module(f"experiments.{name}")

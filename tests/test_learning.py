@@ -95,14 +95,15 @@ def test_sae_close_to_alternating_and_reports_amortisation_gap(planted, alternat
     # 10% above the optimum (measured on seeds 0-3: 1.10, 1.11, 1.011, 1.005 x the optimum).
     runs = [
         sd.train_sae(
-            X, 8, LAM, steps=2000, chunk_size=500, batch_size=64, learning_rate=3e-3, seed=s
+            X, 8, LAM, max_steps=2000, chunk_size=500, batch_size=64, learning_rate=3e-3, seed=s
         )
         for s in range(4)
     ]
     f = [objective(X, np.asarray(r.dictionary), LAM) for r in runs]
     sae, f_exact = runs[int(np.argmin(f))], min(f)
     np.testing.assert_allclose(float(sae.objective), f_exact, rtol=1e-8)
-    # stated target: the best decoder of 4 seeds with exact codes within 2% of the alternating optimum
+    # stated target: the best decoder of 4 seeds with exact codes within 2% of the alternating
+    # optimum
     assert f_exact <= 1.02 * float(alternating.objective)
     # amortisation gap: encoder codes are feasible codes for the same decoder, so gap >= 0
     D, A_enc = (
@@ -117,7 +118,9 @@ def test_sae_close_to_alternating_and_reports_amortisation_gap(planted, alternat
 
 def test_sae_weighted_norm_runs(planted):
     X, _ = planted
-    sae = sd.train_sae(X, 8, LAM, steps=200, chunk_size=100, batch_size=64, norm="weighted", seed=1)
+    sae = sd.train_sae(
+        X, 8, LAM, max_steps=200, chunk_size=100, batch_size=64, norm="weighted", seed=1
+    )
     np.testing.assert_allclose(np.linalg.norm(sae.dictionary, axis=1), 1.0, atol=1e-12)
     assert np.isfinite(float(sae.amortisation_gap))
 
@@ -180,8 +183,10 @@ def test_bad_input(kwargs, error, message):
         sd.learn_dictionary(args.pop("X"), args.pop("k"), args.pop("lam"), max_steps=10, **args)
 
 
+@pytest.mark.slow
 def test_data_parallel_learning_over_virtual_devices_matches_one_device(tmp_path):
-    # signals (alternating) or minibatches (online, SAE) split over 4 devices: the single-device result
+    # signals (alternating) or minibatches (online, SAE) split over 4 devices: the single-device
+    # result
     import os
     import subprocess
     import sys
@@ -195,10 +200,12 @@ def test_data_parallel_learning_over_virtual_devices_matches_one_device(tmp_path
         out = {{}}
         for devices in (None, jax.devices()):
             for method in ("alternating", "online"):
-                r = sd.learn_dictionary(X, 6, 0.1, method=method, max_steps=8, chunk_size=4, batch_size=32,
+                r = sd.learn_dictionary(X, 6, 0.1, method=method, max_steps=8, chunk_size=4,
+                batch_size=32,
                                         stationarity_tol=0.0, devices=devices)
                 out[f"{{method}}-{{devices is not None}}"] = np.asarray(r.dictionary)
-            sae = sd.train_sae(X, 6, 0.1, steps=20, chunk_size=10, batch_size=32, stationarity_tol=0.0,
+            sae = sd.train_sae(X, 6, 0.1, max_steps=20, chunk_size=10, batch_size=32,
+            stationarity_tol=0.0,
                                devices=devices)
             out[f"sae-{{devices is not None}}"] = np.asarray(sae.dictionary)
         np.savez({!r}, **out)

@@ -1,17 +1,14 @@
 """Optimality residuals (THEORY sections 1-4) against closed forms, finite differences and the
 worked examples of section 7."""
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
 
-jax.config.update("jax_enable_x64", True)
-
-import equinox as eqx  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-import sparsedict  # noqa: E402
-from sparsedict import optimality, wide_limit  # noqa: E402
+import sparsedict
+from sparsedict import optimality, wide_limit
 
 # Residuals at an exact stationary point (float64, closed forms or converged codes).
 STATIONARY = 1e-8
@@ -30,6 +27,20 @@ def objective(X, D, A, lam, w):
     """Independent numpy F(D, A)."""
     R = X - A @ D
     return np.sum(w * (0.5 * np.sum(R * R, 1) + lam * A.sum(1))) / w.sum()
+
+
+def test_objective_equals_numpy_with_and_without_weights():
+    rng = np.random.default_rng(21)
+    X = rng.standard_normal((9, 4))
+    D = 1.3 * unit_rows(rng.standard_normal((5, 4)))  # any atom norms
+    A = np.abs(rng.standard_normal((9, 5)))
+    w, lam = rng.uniform(0.2, 2.0, 9), 0.4
+    got = optimality.objective(X, D, A, lam, weights=w)
+    np.testing.assert_allclose(got, objective(X, D, A, lam, w), rtol=CLOSED_FORM)
+    got = optimality.objective(X, D, A, lam)
+    np.testing.assert_allclose(got, objective(X, D, A, lam, np.ones(9)), rtol=CLOSED_FORM)
+    with pytest.raises(TypeError):  # weights are keyword-only
+        optimality.objective(X, D, A, lam, w)
 
 
 def clustered_data(rng, n_per=10, d=4, k=3, spread=0.05, radius=2.0):

@@ -39,7 +39,8 @@ def original_gap_bound(X, D, D_low, A, lam, u):
     With $r_l = x - aD_l$, $g_l = D_l r_l$: $g - g_l = E r_l - D(aE)$, $E = D - D_l$, so
     $\|g - g_l\|_\infty \le \delta = u \max_k\|d_k\| (\|r_l\| + \sum_j a_j\|d_j\|)$. With
     $\eta = (\max_k g_{l,k} - \lambda)_+$ and $t = (\eta + \delta)/\lambda \ge 1 - s$:
-    $\mathrm{gap} \le \sum_k a_k|\lambda - g_{l,k}| + \delta\|a\|_1 + t(\lambda + \eta + \delta)\|a\|_1
+    $\mathrm{gap} \le \sum_k a_k|\lambda - g_{l,k}| + \delta\|a\|_1 + t(\lambda + \eta +
+    \delta)\|a\|_1
     + \tfrac12 t^2 (\|r_l\| + u\sum_j a_j\|d_j\|)^2$; at the rounded optimum, about
     $2\delta\|a\|_1 = 2u\|a\|_1(\|r_l\| + \|a\|_1)$ for unit atoms.
     """

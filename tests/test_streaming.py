@@ -94,14 +94,14 @@ def test_safetensors_package_files(tmp_path):
 
 
 def test_reads_are_split_and_touch_only_needed_shards(tmp_path, monkeypatch):
-    from sparsedict import _streaming_sources
+    from sparsedict._testing import streaming_sources
 
     X = signals()
     paths = shards(tmp_path, X, "npz")
     source = streaming.open_signals(paths, key="acts")
     # tiny read limits (rows of 64 bytes): runs break at gaps > 3 rows and every 10 rows
-    monkeypatch.setattr(_streaming_sources, "_GAP_BYTES", 3 * 64)
-    monkeypatch.setattr(_streaming_sources, "_RUN_BYTES", 10 * 64)
+    monkeypatch.setattr(streaming_sources, "_GAP_BYTES", 3 * 64)
+    monkeypatch.setattr(streaming_sources, "_RUN_BYTES", 10 * 64)
     rows = np.random.default_rng(2).choice(300, 120)
     np.testing.assert_array_equal(source.take(rows), X[rows])
     for path in paths[:3]:  # rows 200:300 live in the last shard only
@@ -143,6 +143,40 @@ def test_bad_inputs_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="expected a .npy"):
         (tmp_path / "x.csv").write_text("1,2")
         streaming.open_signals(str(tmp_path / "x.csv"))
+
+
+def test_truncated_files_are_refused_when_opened(tmp_path):
+    # A file cut short after writing: refused on open (the header promises bytes that are not
+    # there), naming the file, before any read.
+    X = signals()
+    np.save(tmp_path / "x.npy", X)
+    write_safetensors(tmp_path / "x.safetensors", {"acts": X})
+    for name in ("x.npy", "x.safetensors"):
+        path = tmp_path / name
+        streaming.open_signals(str(path))  # whole: accepted
+        size = path.stat().st_size
+        with open(path, "r+b") as f:
+            f.truncate(size - 8)  # the last row loses a value
+        for read in (streaming.open_signals, streaming.load_array):
+            with pytest.raises(ValueError, match=f"{name}: .* but the file has {size - 8} bytes"):
+                read(str(path))
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz", "safetensors"])
+def test_load_array_reads_what_np_load_reads(tmp_path, kind):
+    # the CLI's reader: the same for all three formats, no safetensors package needed
+    X = signals(n=40, d=5).astype(np.float32)
+    path = str(tmp_path / f"x.{kind}")
+    if kind == "npy":
+        np.save(path, X)
+    elif kind == "npz":
+        np.savez(path, acts=X, other=np.zeros(3))
+    else:
+        write_safetensors(path, {"acts": X, "other": np.zeros(3, np.int32)})
+    loaded = streaming.load_array(path, key=None if kind == "npy" else "acts")
+    assert loaded.dtype == X.dtype
+    np.testing.assert_array_equal(loaded, X)
+    assert sd.datasets.load_array is streaming.load_array
 
 
 @pytest.mark.parametrize(
@@ -271,7 +305,7 @@ def test_streamed_resume_matches_uninterrupted(planted, tmp_path):
 def test_streamed_sae_equals_in_memory(planted):
     X, path = planted
     kw = {
-        "steps": 10,
+        "max_steps": 10,
         "chunk_size": 5,
         "seed": 1,
         "batch_size": 32,
@@ -289,8 +323,8 @@ def test_streamed_sae_equals_in_memory(planted):
 
 
 def test_alternating_reads_a_path_whole(planted):
-    from sparsedict._learning._api import _whole  # the input step of method="alternating"
+    from sparsedict._testing import read_whole  # the input step of method="alternating"
 
     X, path = planted
-    np.testing.assert_array_equal(_whole(path), X)
-    assert _whole(X) is X
+    np.testing.assert_array_equal(read_whole(path), X)
+    assert read_whole(X) is X

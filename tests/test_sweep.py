@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import sparsedict as sd
+from sparsedict import _testing
 from sparsedict._sweep import _engine
 from sparsedict._sweep._store import ResultStore
 
@@ -22,7 +23,7 @@ def X():
 
 
 def spec(**kw):
-    base = dict(widths=(3, 8), seeds=(0,), lams=(LAM,), steps=6, chunk_size=3)
+    base = dict(widths=(3, 8), seeds=(0,), lams=(LAM,), max_steps=6, chunk_size=3)
     base.update(kw)
     return sd.SweepSpec(**base)
 
@@ -54,22 +55,22 @@ def test_padded_member_equals_unpadded(X, tmp_path):
 
 
 def test_one_compile_per_bucket(X):
-    _engine._COMPILED.clear()
-    before = dict(_engine.TRACES)
-    s = spec(widths=(2, 5, 6, 7), seeds=(0, 1), steps=2, chunk_size=2)
+    _testing.clear_compiled()
+    before = dict(_testing.TRACES)
+    s = spec(widths=(2, 5, 6, 7), seeds=(0, 1), max_steps=2, chunk_size=2)
     assert sorted(s.grouped()) == [2, 8]
-    rows = sd.run_sweep(X, s, verbose=False)
+    rows = sd.run_sweep(X, s, verbose=False).rows
     assert len(rows) == 8
     new = {
-        key: n - before.get(key, 0) for key, n in _engine.TRACES.items() if n - before.get(key, 0)
+        key: n - before.get(key, 0) for key, n in _testing.TRACES.items() if n - before.get(key, 0)
     }
     assert new == {("chunk", 2): 1, ("chunk", 8): 1}  # 8 members, 2 buckets, 2 traces
     sd.run_sweep(X, s, verbose=False)  # a rerun (or a run after a dry run) reuses the programs
-    assert sum(_engine.TRACES.values()) - sum(before.values()) == 2
+    assert sum(_testing.TRACES.values()) - sum(before.values()) == 2
 
 
 def test_rows_are_consistent(X):
-    rows = sd.run_sweep(X, spec(widths=(2, 4), seeds=(0, 1)), verbose=False)
+    rows = sd.run_sweep(X, spec(widths=(2, 4), seeds=(0, 1)), verbose=False).rows
     bound = float(sd.wide_limit.bound(np.asarray(X, np.float64), LAM))
     for r in rows:
         assert r["objective"] >= bound * (1 - 1e-5)
@@ -78,13 +79,16 @@ def test_rows_are_consistent(X):
         assert 0 <= r["mean_l0"] <= r["width"]
         assert r["explained_variance"] <= 1
     # wider dictionaries do better on average
-    mean = lambda w: np.mean([r["objective"] for r in rows if r["width"] == w])
+
+    def mean(w):
+        return np.mean([r["objective"] for r in rows if r["width"] == w])
+
     assert mean(4) < mean(2)
 
 
 def test_interrupted_sweep_resumes_without_losing_buckets(X, tmp_path, monkeypatch):
-    s = spec(widths=(2, 4, 8), steps=4, chunk_size=2)
-    straight = sd.run_sweep(X, s, out=str(tmp_path / "straight"), verbose=False)
+    s = spec(widths=(2, 4, 8), max_steps=4, chunk_size=2)
+    straight = sd.run_sweep(X, s, out=str(tmp_path / "straight"), verbose=False).rows
     calls = []
     original = _engine.run_bucket
 
@@ -100,7 +104,7 @@ def test_interrupted_sweep_resumes_without_losing_buckets(X, tmp_path, monkeypat
     monkeypatch.setattr(
         _engine, "run_bucket", lambda *a, **k: calls.append(a[2]) or original(*a, **k)
     )
-    resumed = sd.run_sweep(X, s, out=str(tmp_path / "resumed"), verbose=False)
+    resumed = sd.run_sweep(X, s, out=str(tmp_path / "resumed"), verbose=False).rows
     assert calls == [2, 4, 8]  # finished buckets were not run again
     for a, b in zip(straight, resumed, strict=False):
         assert a.keys() == b.keys()
@@ -122,7 +126,7 @@ def layout_spec(learner, layout):
         widths=(2, 3, 4),
         seeds=(0,),
         lams=(LAM,),
-        steps=4,
+        max_steps=4,
         chunk_size=2,
         buckets="single",
         learner=learner,
@@ -132,6 +136,7 @@ def layout_spec(learner, layout):
     )
 
 
+@pytest.mark.slow
 def test_layouts_over_virtual_devices_match_one_device(X, tmp_path):
     # members split over 4 devices, or signals (alternating) / minibatches (online) split over
     # them with the statistics all-reduced: the same dictionaries as on one device.
@@ -143,7 +148,8 @@ def test_layouts_over_virtual_devices_match_one_device(X, tmp_path):
         assert len(jax.devices()) == 4, jax.devices()
         X = np.load({str(tmp_path / "X.npy")!r})
         for learner, layout in LAYOUTS:
-            sd.run_sweep(X, layout_spec(learner, layout), out={str(tmp_path)!r} + f"/{{learner}}-{{layout}}",
+            sd.run_sweep(X, layout_spec(learner, layout), out={str(tmp_path)!r} +
+            f"/{{learner}}-{{layout}}",
                          verbose=False)
         """
     )
@@ -182,7 +188,7 @@ def test_cli_sweep_and_certify(X, tmp_path, capsys):
                 "2,4",
                 "--seeds",
                 "0",
-                "--steps",
+                "--max-steps",
                 "2",
                 "--chunk-size",
                 "2",
@@ -231,23 +237,22 @@ def test_bad_spec(kw, message):
 
 def test_vmapped_members_equal_members_one_at_a_time(X):
     s = spec(widths=(3, 5), seeds=(0, 1), buckets="single")
-    mapped = sd.run_sweep(X, s, verbose=False, member_batch=1)
-    vmapped = sd.run_sweep(X, s, verbose=False, member_batch=4)
+    mapped = sd.run_sweep(X, s, verbose=False, member_batch=1).rows
+    vmapped = sd.run_sweep(X, s, verbose=False, member_batch=4).rows
     for a, b in zip(mapped, vmapped, strict=False):
         np.testing.assert_allclose(a["objective"], b["objective"], rtol=1e-6)
 
 
 def test_memory_plan_splits_a_bucket_or_refuses(X, tmp_path):
     s = spec(widths=(3, 5), seeds=(0, 1, 2), buckets="single")
-    _, _, plans = _engine.plan(X, s)
-    _, programs = plans[5]
+    _, programs = sd.plan_sweep(X, s).buckets[5]
     assert programs.members == 6 and min(programs.peak_bytes.values()) > 0
     whole = max(programs.peak_bytes.values())
     # a budget just below the whole bucket's peak: the bucket runs in groups, same results
-    plan = sd.run_sweep(X, s, dry_run=True, memory_budget=whole - 1)
+    plan = str(sd.plan_sweep(X, s, memory_budget=whole - 1))
     assert "group(s) of" in plan and "6 members in 1 group" not in plan
     split = sd.run_sweep(X, s, out=str(tmp_path / "split"), verbose=False, memory_budget=whole - 1)
-    together = sd.run_sweep(X, s, verbose=False)
+    split, together = split.rows, sd.run_sweep(X, s, verbose=False).rows
     for a, b in zip(split, together, strict=False):
         np.testing.assert_allclose(a["objective"], b["objective"], rtol=1e-6)
     assert sorted(os.listdir(tmp_path / "split")) == [
@@ -255,7 +260,7 @@ def test_memory_plan_splits_a_bucket_or_refuses(X, tmp_path):
         "manifest.json",
         "results.csv",
     ]
-    with pytest.raises(MemoryError, match="memory budget of .*learner='online'"):
+    with pytest.raises(sd.SweepDoesNotFit, match="memory budget of .*learner='online'"):
         sd.run_sweep(X, s, memory_budget=1000)
     for kw, message in [
         (dict(memory_budget=-1), "memory_budget"),
@@ -266,6 +271,7 @@ def test_memory_plan_splits_a_bucket_or_refuses(X, tmp_path):
             sd.run_sweep(X, s, **kw)
 
 
+@pytest.mark.slow
 def test_two_processes_with_jax_distributed_match_one(X, tmp_path):
     # Two CPU processes joined by jax.distributed (the multi-host runtime), members split over
     # their devices: the results of one process alone.
@@ -283,7 +289,7 @@ def test_two_processes_with_jax_distributed_match_one(X, tmp_path):
         "2,3",
         "--seeds",
         "0",
-        "--steps",
+        "--max-steps",
         "4",
         "--chunk-size",
         "2",
@@ -335,8 +341,8 @@ def test_online_sweep_streams_a_file_like_the_array(X, tmp_path):
     path = tmp_path / "acts.npy"
     np.save(path, np.asarray(X))
     s = spec(widths=(3, 4), learner="online", batch_size=16, eval_size=48)
-    from_file = sd.run_sweep(str(path), s, verbose=False)
-    in_memory = sd.run_sweep(np.asarray(X), s, verbose=False)
+    from_file = sd.run_sweep(str(path), s, verbose=False).rows
+    in_memory = sd.run_sweep(np.asarray(X), s, verbose=False).rows
     for a, b in zip(from_file, in_memory, strict=False):
         assert a == b
     bad = np.asarray(X).copy()
@@ -345,6 +351,6 @@ def test_online_sweep_streams_a_file_like_the_array(X, tmp_path):
     with pytest.raises(ValueError, match="NaN or inf"):
         sd.run_sweep(
             str(path),
-            spec(widths=(3,), learner="online", batch_size=32, eval_size=16, steps=8),
+            spec(widths=(3,), learner="online", batch_size=32, eval_size=16, max_steps=8),
             verbose=False,
         )

@@ -1,16 +1,12 @@
 """The wide limit (THEORY sections 5-6): closed form, Huber bound, convex candidate problem and the
 convex infinite-width ReLU SAE, against independent numpy references."""
 
-import jax
+import equinox as eqx
+import numpy as np
+import pytest
 
-jax.config.update("jax_enable_x64", True)
-
-import equinox as eqx  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-import sparsedict  # noqa: E402
-from sparsedict import optimality, wide_limit  # noqa: E402
+import sparsedict
+from sparsedict import optimality, wide_limit
 
 CLOSED_FORM = 1e-12
 # Relative duality gap asked of the convex solvers, and the matching agreement in objective.
@@ -164,3 +160,28 @@ def test_bad_inputs():
         wide_limit.solve_candidate_problem(X, 2 * np.eye(2), 0.5, 0.1)
     with pytest.raises(Exception, match="gam must be >= 0"):
         wide_limit.solve_candidate_problem(X, np.eye(2), 0.5, -0.1)
+
+
+def test_convex_solvers_report_their_status_and_throw_when_asked():
+    rng = np.random.default_rng(17)
+    X = unit_rows(rng.standard_normal((12, 3))) * 2.0
+    C, lam = unit_rows(X), 0.3
+    encoders = unit_rows(rng.standard_normal((30, 3)))
+
+    def candidate(**kw):
+        return wide_limit.solve_candidate_problem(X, C, lam, 0.01, **kw)
+
+    def relu_sae(**kw):
+        return wide_limit.solve_relu_sae(X, lam, encoders, **kw)
+
+    for solve in (candidate, relu_sae):
+        done = solve(tol=1e-8)
+        assert bool(done.converged) and bool(done.result == wide_limit.RESULTS.successful)
+        assert float(done.gap) <= 1e-8 * float(done.primal) * 1.0001
+        solve(tol=1e-8, throw=True)  # converged: nothing raised
+        cut = solve(tol=1e-14, max_steps=10)  # one block of steps: far from 1e-14
+        assert not bool(cut.converged) and int(cut.steps) == 10
+        assert bool(cut.result == wide_limit.RESULTS.max_steps_reached)
+        assert float(cut.gap) > 1e-14 * float(cut.primal)
+        with pytest.raises(Exception, match="reached max_steps"):
+            solve(tol=1e-14, max_steps=10, throw=True)

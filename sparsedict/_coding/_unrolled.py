@@ -1,10 +1,10 @@
 r"""Sparse coding by a fixed number of FISTA steps, differentiated by unrolling (approximate).
 
-`unrolled_sparse_code` runs exactly `n_steps` FISTA steps (a `lax.scan`, no stopping test) and
+`unrolled_sparse_code` runs exactly `max_steps` FISTA steps (a `lax.scan`, no stopping test) and
 lets JAX differentiate through them. The derivative is that of the truncated iteration, not of
 the lasso solution: it approaches the exact (implicit) derivative of
 [`sparsedict.sparse_code`][] only as the iterates converge and the support settles, and it costs
-memory proportional to `n_steps` in reverse mode. The step size $1/L$,
+memory proportional to `max_steps` in reverse mode. The step size $1/L$,
 $L = \lambda_{\max}(DD^\top)$, is treated as a constant (no derivative flows through the
 eigenvalue).
 """
@@ -23,7 +23,7 @@ from ._result import CodingResult, coding_result
 
 
 @eqx.filter_jit
-def _unrolled(X, D, lam, init, atom_mask, tol, n_steps):
+def _unrolled(X, D, lam, init, atom_mask, tol, max_steps):
     solver = FISTA()
     op = make_operator(D, atom_mask, use_gram=D.shape[0] <= 2 * D.shape[1])
     op = eqx.tree_at(lambda o: o.lipschitz, op, jax.lax.stop_gradient(op.lipschitz))
@@ -32,14 +32,16 @@ def _unrolled(X, D, lam, init, atom_mask, tol, n_steps):
 
     def solve_one(sig, a0):
         state = solver.init(op, sig, op.project(a0))
-        state, _ = jax.lax.scan(lambda s, _: (solver.step(op, sig, s), None), state, length=n_steps)
+        state, _ = jax.lax.scan(
+            lambda s, _: (solver.step(op, sig, s), None), state, length=max_steps
+        )
         codes = solver.codes(state)
         cert, g = op.certificate(sig, codes)
         return codes, cert, kkt_residual(codes, g, sig.lam, op.atom_mask)
 
     codes, cert, kkt = jax.vmap(solve_one)(signals, init)
     converged = cert.relative_gap <= tol
-    steps = jnp.full(converged.shape, n_steps, jnp.int32)
+    steps = jnp.full(converged.shape, max_steps, jnp.int32)
     return coding_result(codes, cert, kkt, converged, steps, jnp.zeros_like(converged))
 
 
@@ -47,20 +49,20 @@ def unrolled_sparse_code(
     X: Float[ArrayLike, "n d"],
     D: Float[ArrayLike, "k d"],
     lam: float | Float[ArrayLike, " n"],
-    n_steps: int,
     *,
+    max_steps: int,
     init: Float[ArrayLike, "n k"] | None = None,
     atom_mask: ArrayLike | None = None,
     tol: float | None = None,
 ) -> CodingResult:
-    r"""Codes after exactly `n_steps` FISTA steps, differentiable by unrolling (approximate).
+    r"""Codes after exactly `max_steps` FISTA steps, differentiable by unrolling (approximate).
 
-    Arguments as in [`sparsedict.sparse_code`][]; `n_steps` is static (changing it recompiles) and
+    Arguments as in [`sparsedict.sparse_code`][]; `max_steps` is static (changing it recompiles) and
     `tol` only sets the `converged` flags. Every field of the result, certificates included, is
     differentiable through the iteration. Prefer `sparse_code` (exact implicit derivatives) unless
     the truncated map itself is what you want to differentiate.
     """
     X2, D, lam, init, atom_mask, tol, single = coding_inputs(X, D, lam, init, atom_mask, tol)
-    n_steps = check.positive_int(n_steps, "n_steps")
-    result = _unrolled(X2, D, lam, init, atom_mask, tol, n_steps)
+    max_steps = check.positive_int(max_steps, "max_steps")
+    result = _unrolled(X2, D, lam, init, atom_mask, tol, max_steps)
     return unbatch(result) if single else result

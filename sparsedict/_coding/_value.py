@@ -11,7 +11,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .. import _validation as check
 from ._base import AbstractCodingSolver
-from ._driver import sparse_code
+from ._driver import _solver, coding_inputs, solve
 from ._implicit import optimal_value
 
 
@@ -26,22 +26,17 @@ def lasso_value(
     init: Float[ArrayLike, "n k"] | None = None,
     atom_mask: ArrayLike | None = None,
 ) -> Float[Array, "*n"]:
-    r"""Optimal objective $F_i = \min_{a \ge 0} \tfrac12\|x_i - aD\|^2 + \lambda_i \|a\|_1$ per signal.
+    r"""Optimal objective $F_i = \min_{a \ge 0} \tfrac12\|x_i - aD\|^2 + \lambda_i \|a\|_1$ per
+    signal.
 
     Arguments are those of [`sparsedict.sparse_code`][]. First derivatives in X, D and lam come
     from the envelope theorem (exact at the computed codes, cost of one residual); second
     derivatives go through the implicit code derivatives of `sparse_code`.
     """
-    codes = sparse_code(
-        X, D, lam, solver=solver, tol=tol, max_steps=max_steps, init=init, atom_mask=atom_mask
-    ).codes
-    dtype = codes.dtype
-    X = jnp.asarray(X, dtype)
-    single = X.ndim == 1
-    X2, codes2 = (X[None], codes[None]) if single else (X, codes)
-    lam = jnp.broadcast_to(jnp.asarray(lam, dtype), X2.shape[:1])
-    D = jnp.asarray(D, dtype)
+    X2, D, lam, init, atom_mask, tol, single = coding_inputs(X, D, lam, init, atom_mask, tol)
+    max_steps = jnp.asarray(check.positive_int(max_steps, "max_steps"), jnp.int32)
+    codes = solve(X2, D, lam, init, atom_mask, tol, max_steps, _solver(solver)).codes
     if atom_mask is not None:
-        D = jnp.where(check.atom_mask(atom_mask, D.shape[0])[:, None], D, 0.0)
-    value = optimal_value(codes2, X2, D, lam)
+        D = jnp.where(atom_mask[:, None], D, 0.0)
+    value = optimal_value(codes, X2, D, lam)
     return value[0] if single else value

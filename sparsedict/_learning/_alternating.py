@@ -9,13 +9,10 @@ is nonincreasing.
 
 from typing import NamedTuple
 
-import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from .._coding._driver import sparse_code
-from ._atoms import revive_dead_atoms, update_atoms
+from ._learner import AtomLearner
 from ._metrics import step_info
 
 
@@ -26,13 +23,8 @@ class AlternatingState(NamedTuple):
     step: Int[Array, ""]
 
 
-class Alternating(eqx.Module):
+class Alternating(AtomLearner):
     """Alternating minimisation on the full data (`lam`, `tol` are arrays: no recompile)."""
-
-    solver: str = "active_set"
-    code_max_steps: int = 1000
-    atom_sweeps: int = 1
-    revive: bool = True
 
     def init(self, X, D, atom_mask=None):
         mask = jnp.ones(D.shape[0], bool) if atom_mask is None else atom_mask
@@ -42,20 +34,8 @@ class Alternating(eqx.Module):
 
     def step(self, X, lam, tol, state):
         mask = state.atom_mask
-        coded = sparse_code(
-            X,
-            state.D,
-            lam,
-            solver=self.solver,
-            tol=tol,
-            max_steps=self.code_max_steps,
-            init=state.codes,
-            atom_mask=mask,
-        )
-        A = jax.lax.stop_gradient(coded.codes)
-        D = state.D
-        if self.revive:
-            D, _ = revive_dead_atoms(D, X - A @ D, jnp.sum(A, axis=0), lam, mask)
-        D = update_atoms(D, A.T @ A, A.T @ X, mask, sweeps=self.atom_sweeps)
+        A = self.exact_codes(X, state.D, lam, tol, mask, init=state.codes)
+        usage = jnp.sum(A, axis=0)
+        D = self.update_dictionary(state.D, X, A, A.T @ A, A.T @ X, usage, lam, mask)
         new = AlternatingState(D=D, codes=A, atom_mask=mask, step=state.step + 1)
         return new, step_info(X, D, A, lam, mask)

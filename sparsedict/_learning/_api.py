@@ -15,14 +15,16 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .. import _validation as check
 from .. import streaming
-from .._coding._driver import default_tol, sparse_code
-from .._streaming_order import check_finite
-from ..optimality import OptimalityReport, residuals
+from .._coding._codes import solve_codes
+from .._coding._driver import default_tol
+from .._dictionary import init_dictionary
+from .._objective import mean_objective
+from ..optimality import OptimalityReport
+from ..optimality._residuals import report
 from ._alternating import Alternating
-from ._atoms import init_dictionary
 from ._chunks import scan_full_data, scan_minibatches
 from ._loop import run_chunks
-from ._metrics import StepInfo, mean_objective
+from ._metrics import StepInfo
 from ._online import Online
 from ._sae import SAE, SAETrainer
 
@@ -87,7 +89,7 @@ def _prepare(X, k, lam, name="X"):
     if X.ndim != 2:
         raise ValueError(f"{name} must have shape (n, d), got shape {X.shape}")
     k = check.positive_int(k, "k")
-    lam = check.lam(lam, (), dtype)
+    lam = check.positive_lam(lam, dtype)
     return X, k, lam, dtype
 
 
@@ -103,7 +105,7 @@ def _whole(X):
         return X
     source = streaming.open_signals(X)
     values = source.read(0, source.n)
-    check_finite(values, np.arange(source.n), source.name, "all signals")
+    check.finite_rows(values, np.arange(source.n), source.name, "all signals")
     return values
 
 
@@ -120,10 +122,10 @@ def _open_data(X, k, lam, eval_size):
     source = streaming.open_signals(X)
     dtype = jax.dtypes.canonicalize_dtype(np.promote_types(source.dtype, np.float32))
     k = check.positive_int(k, "k")
-    lam = check.lam(lam, (), dtype)
+    lam = check.positive_lam(lam, dtype)
     m = min(check.positive_int(eval_size, "eval_size"), source.n)
     rows = source.read(0, m)
-    check_finite(rows, np.arange(m), source.name, f"the evaluation signals 0 to {m - 1}")
+    check.finite_rows(rows, np.arange(m), source.name, f"the evaluation signals 0 to {m - 1}")
     X_eval = jnp.asarray(rows, dtype)
     return source, X_eval, X_eval, k, lam, dtype
 
@@ -132,7 +134,7 @@ def _initial_atoms(source, k, seed, dtype):
     """`k` distinct signals drawn uniformly (O(k) memory), normalised, as `init_dictionary`."""
     pick = np.random.default_rng(seed).choice(source.n, min(k, source.n), replace=False)
     rows = source.take(pick)
-    check_finite(rows, pick, source.name, "the initial dictionary")
+    check.finite_rows(rows, pick, source.name, "the initial dictionary")
     return init_dictionary(jnp.asarray(rows, dtype), k, jax.random.PRNGKey(seed))
 
 
@@ -173,14 +175,27 @@ class _data_parallel:
         return jax.device_put(a, self.sharding(axis))
 
 
+# Step cap of the exact code solves of the stopping test, the final codes and the report.
+_CODE_MAX_STEPS = 5000
+
+
+def _exact_codes(X, D, lam, code_tol, solver):
+    return solve_codes(X, D, lam, solver=solver, tol=code_tol, max_steps=_CODE_MAX_STEPS).codes
+
+
+def _report(X, D, lam, code_tol, solver, second_order=True):
+    """The optimality report of D with exact codes of `X`."""
+    codes = _exact_codes(X, D, lam, code_tol, solver)
+    weights = jnp.ones(X.shape[0], X.dtype)
+    return report(X, D, codes, lam, weights, None, second_order)
+
+
 def _certifier(X_eval, lam, tol, code_tol, solver):
     """The stopping test: first-order certified residuals of D with exact codes on `X_eval`."""
 
     def certify(D):
-        coded = sparse_code(X_eval, D, lam, solver=solver, tol=code_tol, max_steps=5000)
-        worst = float(
-            residuals(X_eval, D, coded.codes, lam, second_order=False).stationary_residual
-        )
+        first_order = _report(X_eval, D, lam, code_tol, solver, second_order=False)
+        worst = float(first_order.stationary_residual)
         return worst <= tol, worst
 
     return certify
@@ -188,9 +203,7 @@ def _certifier(X_eval, lam, tol, code_tol, solver):
 
 def _final_report(X, D, lam, code_tol, solver, eval_size):
     """The full report (second-order tests included) on the first `eval_size` signals."""
-    X_eval = X[:eval_size]
-    codes = sparse_code(X_eval, D, lam, solver=solver, tol=code_tol, max_steps=5000).codes
-    return residuals(X_eval, D, codes, lam)
+    return _report(X[:eval_size], D, lam, code_tol, solver)
 
 
 def learn_dictionary(
@@ -216,7 +229,8 @@ def learn_dictionary(
     verbose: bool = False,
     devices: Sequence[jax.Device] | None = None,
 ) -> LearnedDictionary:
-    r"""Learn a unit-norm dictionary for $F(D, A) = \frac1n\sum_i \tfrac12\|x_i - a_iD\|^2 + \lambda\|a_i\|_1$.
+    r"""Learn a unit-norm dictionary for $F(D, A) = \frac1n\sum_i \tfrac12\|x_i - a_iD\|^2 +
+    \lambda\|a_i\|_1$.
 
     Arguments:
         X: training signals (n, d): an array, or streamed input (`method="online"`): the path of
@@ -247,7 +261,8 @@ def learn_dictionary(
             input the returned `codes` and `objective` are those of these first `eval_size`
             signals too; for an in-memory array they cover all signals.
         checkpoint: path of an `.npz` file: saved after each chunk, resumed from if present. The
-            minibatches depend on `(seed, step)` only, so a resumed run ends as an uninterrupted one.
+            minibatches depend on `(seed, step)` only, so a resumed run ends as an uninterrupted
+            one.
         shuffle: the online minibatch order (default `Shuffle()`: a uniform permutation per epoch
             up to 65,536 signals, block-wise beyond).
         prefetch: chunks of minibatches read ahead in a background thread (0: none).
@@ -308,8 +323,7 @@ def learn_dictionary(
     state = learner.init(X, D0)
     if method == "alternating":
         state = state._replace(codes=split(state.codes, "the number of signals n", 0))
-    # The data were checked on the host; traced unchecked, the chunks never gather split arrays.
-    with feed, check.unchecked():
+    with feed:
         state, history, done = run_chunks(
             run_chunk,
             certify_state,
@@ -321,7 +335,7 @@ def learn_dictionary(
             name=f"learn_dictionary[{method}]",
         )
     D = state.D
-    codes = sparse_code(X, D, lam, solver=solver, tol=code_tol, max_steps=5000).codes
+    codes = _exact_codes(X, D, lam, code_tol, solver)
     return LearnedDictionary(
         dictionary=D,
         codes=codes,
@@ -339,7 +353,7 @@ def train_sae(
     lam: float,
     *,
     seed: int = 0,
-    steps: int = 2000,
+    max_steps: int = 2000,
     batch_size: int = 256,
     learning_rate: float = 1e-3,
     optimizer: optax.GradientTransformation | None = None,
@@ -362,7 +376,7 @@ def train_sae(
     (default Adam at `learning_rate`) on minibatches; `norm="unit"` keeps decoder rows on the
     sphere (tangent-projected gradients, renormalised each step), `norm="weighted"` uses the
     decoder-norm-weighted L1. `solver` codes the decoder exactly (stopping test and analysis).
-    Training stops after `steps` or when the decoder's certified
+    Training stops after `max_steps` or when the decoder's certified
     stationarity residual (exact codes, on up to `eval_size` signals) is below
     `stationarity_tol`. The result reports the amortisation gap: the objective with encoder codes
     minus the objective with exact codes for the same decoder.
@@ -383,7 +397,7 @@ def train_sae(
         batch_size,
         seed,
         chunk_size,
-        steps,
+        max_steps,
         dtype,
         shuffle,
         prefetch,
@@ -400,21 +414,21 @@ def train_sae(
         done, worst = certify(D)
         return done, f"stationarity={worst:.2e}"
 
-    with feed, check.unchecked():
+    with feed:
         state, history, done = run_chunks(
             run_chunk,
             certify_state,
             trainer.init(X_eval, D0),
-            max_steps=steps,
+            max_steps=max_steps,
             chunk_size=chunk_size,
             checkpoint=checkpoint,
             verbose=verbose,
             name="train_sae",
         )
     sae = state.sae
-    centered = X - sae.b_dec
+    centered = sae.center(X)
     D, encoder_codes = sae.dictionary_and_codes(X)
-    codes = sparse_code(centered, D, lam, solver=solver, tol=code_tol, max_steps=5000).codes
+    codes = _exact_codes(centered, D, lam, code_tol, solver)
     exact = mean_objective(centered, D, codes, lam)
     encoder = mean_objective(centered, D, encoder_codes, lam)
     return TrainedSAE(

@@ -33,7 +33,7 @@ def _load(path, like_state):
         n_leaves = treedef.num_leaves
         leaves = [data[f"state_{i}"] for i in range(n_leaves)]
         like = jax.tree_util.tree_leaves(like_state)
-        leaves = [jax.numpy.asarray(v, dtype=l.dtype) for v, l in zip(leaves, like, strict=False)]
+        leaves = [jax.numpy.asarray(v, dtype=x.dtype) for v, x in zip(leaves, like, strict=False)]
         history = StepInfo(*(data[f"history_{name}"] for name in StepInfo._fields))
         return jax.tree_util.tree_unflatten(treedef, leaves), history, int(data["steps"])
 

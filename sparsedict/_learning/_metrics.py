@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from ._atoms import riemannian_gradient
+from .._dictionary import riemannian_gradient
+from .._objective import mean_objective, residual
 
 
 class StepInfo(NamedTuple):
@@ -19,21 +20,15 @@ class StepInfo(NamedTuple):
     grad_norm: Float[Array, ""]  # Frobenius norm of the Riemannian gradient in D
 
 
-def mean_objective(X, D, A, lam):
-    """F(D, A) = mean_i [1/2 ||x_i - a_i D||^2 + lam sum_k a_ik]."""
-    R = X - A @ D
-    return jnp.mean(0.5 * jnp.sum(R * R, axis=-1) + lam * jnp.sum(A, axis=-1))
-
-
 def step_info(X, D, A, lam, atom_mask=None) -> StepInfo:
-    R = X - A @ D
+    R = residual(X, D, A)
     recon = jnp.mean(0.5 * jnp.sum(R * R, axis=-1))
     # Envelope theorem: with codes optimal, dF/dD at fixed codes is the gradient of F in D.
-    grad = jax.grad(mean_objective, argnums=1)(X, D, A, lam)
+    objective, grad = jax.value_and_grad(mean_objective, argnums=1)(X, D, A, lam)
     used = jnp.sum(A, axis=0) > 0
     live = used if atom_mask is None else used | ~atom_mask
     return StepInfo(
-        objective=recon + jnp.mean(lam * jnp.sum(A, axis=-1)),
+        objective=objective,
         reconstruction=recon,
         l0=jnp.mean(jnp.sum(A > 0, axis=-1).astype(X.dtype)),
         dead=jnp.sum(~live),

@@ -14,13 +14,10 @@ host, so the data need not fit on the device.
 
 from typing import NamedTuple
 
-import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from .._coding._driver import sparse_code
-from ._atoms import revive_dead_atoms, update_atoms
+from ._learner import AtomLearner
 from ._metrics import step_info
 
 
@@ -32,12 +29,10 @@ class OnlineState(NamedTuple):
     step: Int[Array, ""]
 
 
-class Online(eqx.Module):
-    solver: str = "active_set"
-    code_max_steps: int = 1000
+class Online(AtomLearner):
+    """Online learning on minibatches (`lam`, `tol` are arrays: no recompile)."""
+
     forgetting: float = 3.0  # rho in beta_t = (1 - 1/t)^rho; larger forgets faster
-    atom_sweeps: int = 1
-    revive: bool = True
 
     def init(self, X, D, atom_mask=None):
         k, d = D.shape
@@ -52,24 +47,12 @@ class Online(eqx.Module):
 
     def step(self, batch, lam, tol, state):
         mask = state.atom_mask
-        coded = sparse_code(
-            batch,
-            state.D,
-            lam,
-            solver=self.solver,
-            tol=tol,
-            max_steps=self.code_max_steps,
-            atom_mask=mask,
-        )
-        A = jax.lax.stop_gradient(coded.codes)
+        A = self.exact_codes(batch, state.D, lam, tol, mask)
         t = (state.step + 1).astype(batch.dtype)
         beta = (1.0 - 1.0 / t) ** self.forgetting
         b = batch.shape[0]
         AtA = beta * state.AtA + A.T @ A / b
         AtX = beta * state.AtX + A.T @ batch / b
-        D = state.D
-        if self.revive:
-            D, _ = revive_dead_atoms(D, batch - A @ D, jnp.diagonal(AtA), lam, mask)
-        D = update_atoms(D, AtA, AtX, mask, sweeps=self.atom_sweeps)
+        D = self.update_dictionary(state.D, batch, A, AtA, AtX, jnp.diagonal(AtA), lam, mask)
         new = OnlineState(D=D, AtA=AtA, AtX=AtX, atom_mask=mask, step=state.step + 1)
         return new, step_info(batch, D, A, lam, mask)

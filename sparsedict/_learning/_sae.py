@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int
 
-from ._atoms import riemannian_gradient
+from .._dictionary import riemannian_gradient
 from ._metrics import step_info
 
 
@@ -32,16 +32,23 @@ class SAE(eqx.Module):
     b_dec: Float[Array, " d"]
 
     def encode(self, X):
-        return jax.nn.relu((X - self.b_dec) @ self.W_enc.T + self.b_enc)
+        pre = self.center(X) @ self.W_enc.T
+        return jax.nn.relu(pre + jnp.broadcast_to(self.b_enc, pre.shape))
 
     def decode(self, A):
-        return A @ self.D + self.b_dec
+        R = A @ self.D
+        return R + jnp.broadcast_to(self.b_dec, R.shape)
+
+    def center(self, X):
+        """`x - b_dec` for every signal."""
+        return X - jnp.broadcast_to(self.b_dec, X.shape)
 
     def dictionary_and_codes(self, X):
         """Unit-norm atoms and the matching codes (`a_k ||d_k||`), for THEORY's objective."""
         norms = jnp.linalg.norm(self.D, axis=-1)
         safe = jnp.where(norms > 0, norms, 1.0)
-        return self.D / safe[:, None], self.encode(X) * norms
+        A = self.encode(X)
+        return self.D / safe[:, None], A * jnp.broadcast_to(norms, A.shape)
 
 
 class SAEState(NamedTuple):
@@ -68,8 +75,9 @@ class SAETrainer(eqx.Module):
     def loss(self, sae, X, lam):
         A = sae.encode(X)
         R = X - sae.decode(A)
-        weights = jnp.linalg.norm(sae.D, axis=-1) if self.norm == "weighted" else 1.0
-        return jnp.mean(0.5 * jnp.sum(R * R, axis=-1) + lam * jnp.sum(A * weights, axis=-1))
+        if self.norm == "weighted":  # the decoder-norm-weighted L1
+            A = A * jnp.linalg.norm(sae.D, axis=-1)[None, :]
+        return jnp.mean(0.5 * jnp.sum(R * R, axis=-1) + lam * jnp.sum(A, axis=-1))
 
     def step(self, batch, lam, tol, state):
         del tol
@@ -85,5 +93,5 @@ class SAETrainer(eqx.Module):
                 lambda s: s.D, sae, sae.D / jnp.linalg.norm(sae.D, axis=-1, keepdims=True)
             )
         D, A = sae.dictionary_and_codes(batch)
-        info = step_info(batch - sae.b_dec, D, A, lam)
+        info = step_info(sae.center(batch), D, A, lam)
         return SAEState(sae=sae, opt_state=opt_state, step=state.step + 1), info

@@ -9,6 +9,7 @@ by `spec.layout` (`_layout.py`).
 """
 
 import collections
+import dataclasses
 import sys
 import time
 
@@ -16,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _validation as check
 from .._coding._driver import default_tol
 from .._learning._alternating import Alternating
 from .._learning._loop import run_chunks
@@ -25,12 +27,11 @@ from ..wide_limit import bound as wide_limit_bound
 from . import _programs
 from ._layout import check_divisible, global_array, make_layout, to_host
 from ._memory import device_budget, gib, peak, plan_bucket
+from ._spec import SweepSpec
 from ._store import ResultStore
 
-TRACES = _programs.TRACES  # traces of the training chunks, by (kind, bucket width)
 
-
-class _Data:
+class SweepData:
     """The sweep's view of the signals: device arrays for init/eval, streamed minibatches (online).
 
     The alternating learner needs all signals on the devices; the online learner reads only its
@@ -56,8 +57,7 @@ class _Data:
 
     def host_rows(self, count):
         rows = self.source.read(0, count)
-        if not np.all(np.isfinite(rows)):
-            raise ValueError(f"{self.source.name} contains NaN or inf in its first {count} rows")
+        check.finite_rows(rows, np.arange(count), self.source.name, f"the first {count} signals")
         return rows.astype(self.dtype, copy=False)
 
     def rows(self, count):
@@ -82,7 +82,9 @@ class _Data:
         if jax.process_count() > 1:
             return global_array(self.stream.batches(step, count), sharding)
         if self._prefetch is None:
-            self._prefetch = Prefetcher(self.stream, count, device=sharding, stop=self.spec.steps)
+            self._prefetch = Prefetcher(
+                self.stream, count, device=sharding, stop=self.spec.max_steps
+            )
         return self._prefetch(step)
 
     def close(self):
@@ -94,15 +96,19 @@ def _round_down(count, multiple):
     return max(multiple, count - count % multiple)
 
 
-def _learner(spec):
+def learner_for(spec):
     if spec.learner == "online":
         return Online(solver=spec.solver)
     return Alternating(solver=spec.solver)
 
 
-_COMPILED = (
-    collections.OrderedDict()
-)  # recent bucket programs: a rerun or a run after a dry run reuses them
+# Recent bucket programs: a rerun or a run after a dry run reuses them.
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+
+
+def clear_compiled():
+    """Forget the cached bucket programs (the next sweep compiles again)."""
+    _COMPILED.clear()
 
 
 def compile_programs(data, spec, padded_width, members, member_batch):
@@ -135,9 +141,12 @@ def _compile_programs(data, spec, padded_width, members, member_batch):
     batch_shape = (
         None if spec.learner == "alternating" else (spec.chunk_size, spec.batch_size, data.d)
     )
-    shape = lambda rows: jax.ShapeDtypeStruct((rows, data.d), data.dtype)
+
+    def shape(rows):
+        return jax.ShapeDtypeStruct((rows, data.d), data.dtype)
+
     return _programs.compile_bucket(
-        _learner(spec),
+        learner_for(spec),
         data.layout,
         members=members,
         padded_width=padded_width,
@@ -154,11 +163,15 @@ def _compile_programs(data, spec, padded_width, members, member_batch):
 def run_group(
     data, group, padded_width, spec, programs, *, checkpoint=None, verbose=True, label=""
 ):
-    """Train one group of members of a bucket with its compiled programs; returns (rows, D, per-atom)."""
+    """Train one group of members of a bucket with its compiled programs; returns (rows, D,
+    per-atom)."""
     m = len(group)
     order = list(range(m)) + [m - 1] * (programs.members - m)  # pad with copies of the last member
     by_member = data.layout.sharding("members")
-    column = lambda j, dt: global_array(np.array([group[i][j] for i in order], dt), by_member)
+
+    def column(j, dt):
+        return global_array(np.array([group[i][j] for i in order], dt), by_member)
+
     widths, seeds, lams = column(0, np.int32), column(1, np.int32), column(2, data.dtype)
     tol = jnp.asarray(
         default_tol(data.dtype) if spec.code_tol is None else spec.code_tol, data.dtype
@@ -183,14 +196,17 @@ def run_group(
         return worst <= spec.stationarity_tol, f"{label} worst stationarity={worst:.2e}"
 
     shardings = jax.tree_util.tree_map(lambda a: a.sharding, states)
-    place = lambda loaded: jax.tree_util.tree_map(
-        lambda a, sh: global_array(np.asarray(a), sh), loaded, shardings
-    )
+
+    def place(loaded):
+        return jax.tree_util.tree_map(
+            lambda a, sh: global_array(np.asarray(a), sh), loaded, shardings
+        )
+
     states, _, _ = run_chunks(
         chunk,
         certify,
         states,
-        max_steps=spec.steps,
+        max_steps=spec.max_steps,
         chunk_size=spec.chunk_size,
         checkpoint=checkpoint,
         verbose=verbose,
@@ -215,17 +231,58 @@ def run_group(
     return rows, D[:m], per_atom
 
 
-def plan(X, spec, *, devices=None, member_batch=None, memory_budget=None):
+@dataclasses.dataclass(frozen=True)
+class SweepPlan:
+    """The memory plan of a sweep (what [`plan_sweep`][sparsedict.plan_sweep] returns).
+
+    Attributes:
+        budget: bytes per device the sweep may use.
+        buckets: `{padded width: (members, programs)}`; `programs.members` members run at once
+            (the bucket runs in groups of that many) and `programs.peak_bytes` is the predicted
+            peak per device of each compiled program.
+    """
+
+    budget: int
+    buckets: dict
+
+    def __str__(self) -> str:
+        lines = [f"memory budget per device: {gib(self.budget)}"]
+        for W, (members, programs) in self.buckets.items():
+            groups = -(-len(members) // programs.members)
+            parts = ", ".join(f"{k} {gib(v)}" for k, v in programs.peak_bytes.items())
+            lines.append(
+                f"bucket W={W}: {len(members)} members in {groups} group(s) of "
+                f"{programs.members}; predicted peak {gib(peak(programs))} per device ({parts})"
+            )
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """What [`run_sweep`][sparsedict.run_sweep] returns.
+
+    Attributes:
+        spec: the [`SweepSpec`][sparsedict.SweepSpec] that was run.
+        rows: one dict per member, sorted by (lam, width, seed), with the columns of
+            `sparsedict._sweep._store.COLUMNS` (objective, bound, gap to the bound, L0, dead
+            atoms, explained variance, stationarity residuals, steps).
+        out: the results folder (None: results kept in memory only).
+    """
+
+    spec: SweepSpec
+    rows: list
+    out: str | None = None
+
+
+def _plan(X, spec, devices, member_batch, memory_budget):
     """Compile every bucket's programs (nothing runs) and predict its peak device memory.
 
-    Returns `(data, budget, {bucket width: (members, programs)})`; a bucket that would not fit
-    in the budget is split into groups of `programs.members` members; one that cannot fit even
-    with one member per device raises `MemoryError` with what to change.
+    Returns `(data, SweepPlan)`; a bucket that would not fit in the budget is split into groups
+    of `programs.members` members; one that cannot fit even with one member per device raises
+    `SweepDoesNotFit` with what to change.
     """
-    if member_batch is not None and (
-        isinstance(member_batch, bool) or not isinstance(member_batch, int) or member_batch < 1
-    ):
-        raise ValueError(f"member_batch must be an int >= 1 or None, got {member_batch!r}")
+    if member_batch is not None:
+        check.int_at_least(member_batch, "member_batch (an int or None)")
     if memory_budget is not None and not memory_budget > 0:
         raise ValueError(
             f"memory_budget must be a positive number of bytes or None, got {memory_budget!r}"
@@ -235,46 +292,57 @@ def plan(X, spec, *, devices=None, member_batch=None, memory_budget=None):
             "devices must hold at least one device (or be None for all of jax.devices())"
         )
     layout = make_layout(spec.layout, devices)
-    data = _Data(X, spec, layout)
+    data = SweepData(X, spec, layout)
     budget = device_budget(layout, memory_budget)
     if member_batch is None:  # accelerators train a group's members at once, CPUs one at a time
         member_batch = 1 if layout.mesh.devices.flat[0].platform == "cpu" else 1 << 30
-    plans = {}
+    buckets = {}
     for padded_width, members in spec.grouped().items():
         label = f"bucket W={padded_width} ({len(members)} members)"
-        compile_for = lambda count, W=padded_width: compile_programs(
-            data, spec, W, count, member_batch
-        )
-        plans[padded_width] = (
-            members,
-            plan_bucket(compile_for, len(members), layout, budget, label),
-        )
-    return data, budget, plans
+
+        def compile_for(count, W=padded_width):
+            return compile_programs(data, spec, W, count, member_batch)
+
+        programs = plan_bucket(compile_for, len(members), layout, budget, label)
+        buckets[padded_width] = (members, programs)
+    return data, SweepPlan(budget, buckets)
 
 
-def describe_plan(budget, plans) -> str:
-    lines = [f"memory budget per device: {gib(budget)}"]
-    for W, (members, programs) in plans.items():
-        groups = -(-len(members) // programs.members)
-        parts = ", ".join(f"{k} {gib(v)}" for k, v in programs.peak_bytes.items())
-        lines.append(
-            f"bucket W={W}: {len(members)} members in {groups} group(s) of {programs.members}; "
-            f"predicted peak {gib(peak(programs))} per device ({parts})"
-        )
-    return "\n".join(lines)
+def _host_signals(X, spec):
+    """The signals as the sweep reads them: all of them in memory for the alternating learner."""
+    if isinstance(X, jax.Array):
+        X = np.asarray(X)
+    if spec.learner == "alternating":
+        X = open_signals(X)
+        X = X.read(0, X.n)  # all signals on the devices
+    return X
+
+
+def plan_sweep(
+    X, spec: SweepSpec, *, devices=None, member_batch=None, memory_budget=None
+) -> SweepPlan:
+    """Compile every program of `spec` on data `X` and predict its peak memory; train nothing.
+
+    Arguments as in [`run_sweep`][sparsedict.run_sweep]. `str(plan)` describes it (what
+    `sparsedict sweep --dry-run` prints). Raises `SweepDoesNotFit` (a `MemoryError`) when a
+    bucket cannot fit even with one member per device. The programs stay cached, so a
+    `run_sweep` with the same arguments does not compile again.
+    """
+    data, plan = _plan(_host_signals(X, spec), spec, devices, member_batch, memory_budget)
+    data.close()
+    return plan
 
 
 def run_sweep(
     X,
-    spec,
-    out=None,
+    spec: SweepSpec,
     *,
+    out=None,
     verbose=True,
     devices=None,
     member_batch=None,
     memory_budget=None,
-    dry_run=False,
-):
+) -> SweepResult:
     """Run every bucket of `spec` on data `X` (n, d); results are saved in `out` as they finish.
 
     Arguments:
@@ -289,33 +357,23 @@ def run_sweep(
             vmapped batch's working set outgrows the caches and every signal of every member waits
             for the slowest solve, so one at a time is faster there).
         memory_budget: bytes per device the sweep may use (default: detected, see `_memory.py`).
-        dry_run: compile every program, print the predicted peak memory, train nothing.
 
-    Returns the list of result rows (one dict per member, see `sparsedict._sweep._store.COLUMNS`),
-    or the plan's description with `dry_run`. With `out` set, an interrupted sweep resumes:
-    finished buckets are skipped and the bucket in progress restarts from its last chunk.
+    Returns a [`SweepResult`][sparsedict.SweepResult] (rows, one per member). With `out` set, an
+    interrupted sweep resumes: finished buckets are skipped and the bucket in progress restarts
+    from its last chunk. [`plan_sweep`][sparsedict.plan_sweep] compiles and plans without
+    training; a bucket that cannot fit raises `SweepDoesNotFit` before anything runs.
     """
-    if isinstance(X, jax.Array):
-        X = np.asarray(X)
-    if spec.learner == "alternating":
-        X = open_signals(X)
-        X = X.read(0, X.n)  # all signals on the devices
-        if not np.all(np.isfinite(X)):  # the compiled programs run unchecked (see _programs)
-            raise ValueError("X contains NaN or inf")
-    data, budget, plans = plan(
-        X, spec, devices=devices, member_batch=member_batch, memory_budget=memory_budget
-    )
+    data, plan = _plan(_host_signals(X, spec), spec, devices, member_batch, memory_budget)
     verbose = verbose and jax.process_index() == 0
-    if dry_run:
-        return describe_plan(budget, plans)
     # Every host trains and resumes from `out` (a shared filesystem); the first one writes.
     store = ResultStore(out, spec, write=jax.process_index() == 0) if out is not None else None
     rows = [] if store is None else store.rows()
     try:
-        _run_buckets(data, spec, plans, store, rows, verbose)
+        _run_buckets(data, spec, plan.buckets, store, rows, verbose)
     finally:
         data.close()
-    return sorted(rows, key=lambda r: (r["lam"], r["width"], r["seed"]))
+    rows = sorted(rows, key=lambda r: (r["lam"], r["width"], r["seed"]))
+    return SweepResult(spec=spec, rows=rows, out=out)
 
 
 def _run_buckets(data, spec, plans, store, rows, verbose):

@@ -52,7 +52,8 @@ def padded_members(m: int, layout: Layout) -> int:
 def check_divisible(count: int, layout: Layout, what: str):
     if count % layout.data_devices:
         raise ValueError(
-            f"layout='data' splits {what} over {layout.data_devices} devices: {what} = {count} must "
+            f"layout='data' splits {what} over {layout.data_devices} devices: {what} = {count} "
+            f"must "
             f"be divisible by {layout.data_devices} (drop {count % layout.data_devices} signals or "
             f"change the batch size)"
         )

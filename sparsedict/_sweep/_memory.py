@@ -15,6 +15,13 @@ from jax.experimental import multihost_utils
 from ._layout import Layout, padded_members
 
 
+class SweepDoesNotFit(MemoryError):
+    """A bucket of a sweep does not fit in the memory budget even with one member per device.
+
+    The message says which program needs how much and what to change.
+    """
+
+
 def gib(n: float) -> str:
     if n >= 2**30:
         return f"{n / 2**30:.2f} GiB"
@@ -53,11 +60,11 @@ def plan_bucket(compile_for, m: int, layout: Layout, budget: int, label: str):
     programs = compile_for(full)
     if peak(programs) <= budget or full == unit:
         if peak(programs) > budget:
-            raise MemoryError(_refusal(programs, budget, label))
+            raise SweepDoesNotFit(_refusal(programs, budget, label))
         return programs
     smallest = compile_for(unit)
     if peak(smallest) > budget:
-        raise MemoryError(_refusal(smallest, budget, label))
+        raise SweepDoesNotFit(_refusal(smallest, budget, label))
     per_member = max(1.0, (peak(programs) - peak(smallest)) / (full - unit))
     group = unit * max(1, int((budget - peak(smallest)) / per_member / unit) + 1)
     group = min(group, full - unit)
@@ -75,5 +82,6 @@ def _refusal(programs, budget, label):
         f"{label}: one member per device needs {gib(peak(programs))} per device (program "
         f"{worst!r}), more than the memory budget of {gib(budget)}. Use learner='online' (memory "
         f"independent of the number of signals), layout='data' (signals split over devices), fewer "
-        f"signals, a smaller batch_size or chunk_size, or raise memory_budget if the detection is wrong."
+        f"signals, a smaller batch_size or chunk_size, or raise memory_budget if the detection is "
+        f"wrong."
     )

@@ -15,15 +15,15 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from .. import _validation
-from .._coding._driver import sparse_code
-from .._learning._atoms import init_dictionary
+from .._coding._codes import solve_codes
+from .._dictionary import init_dictionary
+from .._learning._alternating import AlternatingState
 from .._learning._chunks import scan_full_data, scan_minibatches
-from ..optimality import residuals
+from ..optimality._residuals import report
 from ._layout import Layout
 
 # Traces of the training-chunk programs (a test checks: one per bucket, never one per member).
-TRACES = collections.Counter()
+TRACES: collections.Counter = collections.Counter()
 MAX_CODE_STEPS = 5000
 
 
@@ -54,31 +54,48 @@ def over_members(fn, member_batch, *xs):
 
 def full_data_chunk(learner, X, lams, tol, states, length, member_batch):
     TRACES["chunk", states.D.shape[1]] += 1
-    step = lambda lam, state: scan_full_data(learner, X, lam, tol, state, length)
+
+    def step(lam, state):
+        return scan_full_data(learner, X, lam, tol, state, length)
+
     states, infos = over_members(step, member_batch, lams, states)
     return states, _steps_first(infos)
 
 
 def minibatch_chunk(learner, lams, tol, states, batches, member_batch):
     TRACES["chunk", states.D.shape[1]] += 1
-    step = lambda lam, state: scan_minibatches(learner, lam, tol, state, batches)
+
+    def step(lam, state):
+        return scan_minibatches(learner, lam, tol, state, batches)
+
     states, infos = over_members(step, member_batch, lams, states)
     return states, _steps_first(infos)
 
 
 def _exact_codes(X, lam, tol, state):
-    init = state.codes if hasattr(state, "codes") and state.codes.shape[0] == X.shape[0] else None
-    return sparse_code(
-        X, state.D, lam, init=init, atom_mask=state.atom_mask, tol=tol, max_steps=MAX_CODE_STEPS
+    warm = isinstance(state, AlternatingState) and state.codes.shape[0] == X.shape[0]
+    return solve_codes(
+        X,
+        state.D,
+        lam,
+        init=state.codes if warm else None,
+        atom_mask=state.atom_mask,
+        tol=tol,
+        max_steps=MAX_CODE_STEPS,
     )
+
+
+def _report(X, lam, state, codes, second_order):
+    weights = jnp.ones(X.shape[0], X.dtype)
+    return report(X, state.D, codes, lam, weights, state.atom_mask, second_order)
 
 
 def member_summary(X, lam, tol, state):
     coded = _exact_codes(X, lam, tol, state)
     A = coded.codes
-    report = residuals(X, state.D, A, lam, atom_mask=state.atom_mask)
+    report = _report(X, lam, state, A, second_order=True)
     R = X - A @ state.D
-    centred = X - jnp.mean(X, axis=0)
+    centred = X - jnp.mean(X, axis=0, keepdims=True)
     block = report.atoms.block_ratio
     return dict(
         objective=report.objective,
@@ -99,9 +116,7 @@ def member_summary(X, lam, tol, state):
 def member_stationarity(X, lam, tol, state):
     """The first-order certified residual alone (cheap: the per-chunk stopping test)."""
     coded = _exact_codes(X, lam, tol, state)
-    return residuals(
-        X, state.D, coded.codes, lam, atom_mask=state.atom_mask, second_order=False
-    ).stationary_residual
+    return _report(X, lam, state, coded.codes, second_order=False).stationary_residual
 
 
 def bucket_summary(X, lams, tol, states, member_batch):
@@ -111,7 +126,9 @@ def bucket_summary(X, lams, tol, states, member_batch):
 
 
 def bucket_stationarity(X, lams, tol, states, member_batch):
-    run = lambda lam, state: member_stationarity(X, lam, tol, state)
+    def run(lam, state):
+        return member_stationarity(X, lam, tol, state)
+
     return over_members(run, member_batch, lams, states)
 
 
@@ -181,43 +198,17 @@ def compile_bucket(
 ) -> BucketPrograms:
     """Lower and compile every program of a bucket from shapes; nothing is run.
 
-    The data were validated on the host; the programs are traced without value checks, whose
-    single-device error branch would gather split arrays (see `_validation.unchecked`).
+    The data were validated on the host; the programs call the internal kernels, which check
+    nothing (a check's single-device error branch would gather split arrays).
 
     `X_init` and `X_eval` are shape structs (or arrays) of the initialisation and evaluation data
     (the training data itself for the alternating learner); `batch_shape` is (steps, b, d) for the
     online learner, None for the alternating one.
     """
-    with _validation.unchecked():
-        return _compile_bucket(
-            learner,
-            layout,
-            members,
-            padded_width,
-            X_init,
-            X_eval,
-            batch_shape,
-            chunk_size,
-            dtype,
-            with_stationarity,
-            member_batch,
-        )
 
+    def spec(shape, dt, *axes):
+        return jax.ShapeDtypeStruct(shape, dt, sharding=layout.sharding(*axes))
 
-def _compile_bucket(
-    learner,
-    layout,
-    members,
-    padded_width,
-    X_init,
-    X_eval,
-    batch_shape,
-    chunk_size,
-    dtype,
-    with_stationarity,
-    member_batch,
-):
-    spec = lambda shape, dt, *axes: jax.ShapeDtypeStruct(shape, dt, sharding=layout.sharding(*axes))
     m = members
     widths, seeds = spec((m,), jnp.int32, "members"), spec((m,), jnp.int32, "members")
     lams, tol = spec((m,), dtype, "members"), spec((), dtype)
@@ -241,9 +232,10 @@ def _compile_bucket(
     )
     init = init.lower(x_init, widths, seeds).compile()
     if batch_shape is None:
-        run = lambda X, lams, tol, states: full_data_chunk(
-            learner, X, lams, tol, states, chunk_size, member_batch
-        )
+
+        def run(X, lams, tol, states):
+            return full_data_chunk(learner, X, lams, tol, states, chunk_size, member_batch)
+
         chunk = (
             jax.jit(
                 local(
@@ -257,9 +249,10 @@ def _compile_bucket(
         )
     else:
         batches = spec(batch_shape, dtype, None, "data")
-        run = lambda lams, tol, states, batches: minibatch_chunk(
-            learner, lams, tol, states, batches, member_batch
-        )
+
+        def run(lams, tol, states, batches):
+            return minibatch_chunk(learner, lams, tol, states, batches, member_batch)
+
         chunk = (
             jax.jit(
                 local(
@@ -272,13 +265,18 @@ def _compile_bucket(
             .compile()
         )
     specs = ((P(), P("members"), P(), P("members")), P("members"))
-    summary = jax.jit(
-        local(lambda *a: bucket_summary(*a, member_batch), *specs), out_shardings=by_member
-    )
+
+    def summarise(X, lams, tol, states):
+        return bucket_summary(X, lams, tol, states, member_batch)
+
+    def stationary(X, lams, tol, states):
+        return bucket_stationarity(X, lams, tol, states, member_batch)
+
+    summary = jax.jit(local(summarise, *specs), out_shardings=by_member)
     summary = summary.lower(x_eval, lams, tol, states).compile()
     stationarity = None
     if with_stationarity:
-        run = local(lambda *a: bucket_stationarity(*a, member_batch), *specs)
+        run = local(stationary, *specs)
         stationarity = (
             jax.jit(run, out_shardings=by_member).lower(x_eval, lams, tol, states).compile()
         )

@@ -4,6 +4,8 @@ import dataclasses
 import itertools
 import json
 
+from .._validation import int_at_least
+
 
 @dataclasses.dataclass(frozen=True)
 class SweepSpec:
@@ -13,7 +15,8 @@ class SweepSpec:
         widths: dictionary widths (numbers of atoms).
         seeds: initialisation seeds.
         lams: L1 penalties.
-        steps: training steps per member (alternating passes over all data, or online minibatches).
+        max_steps: training steps per member (alternating passes over all data, or online
+            minibatches).
         chunk_size: steps per compiled chunk (progress and checkpoints between chunks).
         buckets: `"pow2"` pads each width to the next power of two (padding waste < 2x, one compile
             per power of two) or `"single"` pads every width to the largest (one compile).
@@ -34,7 +37,7 @@ class SweepSpec:
     widths: tuple[int, ...] = (8, 16, 32, 64, 128)
     seeds: tuple[int, ...] = (0, 1)
     lams: tuple[float, ...] = (0.1,)
-    steps: int = 50
+    max_steps: int = 50
     chunk_size: int = 10
     buckets: str = "pow2"
     stationarity_tol: float = 0.0
@@ -57,14 +60,12 @@ class SweepSpec:
             raise ValueError(f"lams must be > 0, got {self.lams}")
         if self.buckets not in ("pow2", "single"):
             raise ValueError(f"buckets must be 'pow2' or 'single', got {self.buckets!r}")
-        if self.steps < 1 or self.chunk_size < 1:
-            raise ValueError("steps and chunk_size must be >= 1")
+        for name in ("max_steps", "chunk_size", "batch_size", "eval_size"):
+            int_at_least(getattr(self, name), name)
         if self.learner not in ("alternating", "online"):
             raise ValueError(f"learner must be 'alternating' or 'online', got {self.learner!r}")
         if self.layout not in ("members", "data"):
             raise ValueError(f"layout must be 'members' or 'data', got {self.layout!r}")
-        if self.batch_size < 1 or self.eval_size < 1:
-            raise ValueError("batch_size and eval_size must be >= 1")
 
     def members(self):
         """All (width, seed, lam), widths ascending."""

@@ -10,26 +10,23 @@ decoder. [`exchange`][sparsedict.optimality.exchange] is the non-local split/rem
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import ArrayLike, Float
+from jaxtyping import Array, ArrayLike, Float
 
-from .._coding._driver import sparse_code
+from .. import _objective
+from .. import _validation as check
+from .._coding._codes import solve_codes
 from ._absorption import Absorption as Absorption
 from ._absorption import absorption as absorption
 from ._absorption import noiseless_codes as noiseless_codes
 from ._exchange import ExchangeReport as ExchangeReport
 from ._exchange import exchange as exchange
-from ._first_order import atom_residuals, signal_residuals
-from ._free_atom import free_atom
-from ._inputs import positive_lam, signals_dictionary_codes
-from ._inputs import weights as check_weights
 from ._local_test import LocalTest as LocalTest
 from ._local_test import local_test as local_test
-from ._objective_mean import mean_objective as objective
 from ._report import AtomResiduals as AtomResiduals
 from ._report import FreeAtom as FreeAtom
 from ._report import OptimalityReport as OptimalityReport
 from ._report import SignalResiduals as SignalResiduals
-from ._second_order import second_order
+from ._residuals import report
 
 __all__ = [
     "Absorption",
@@ -39,8 +36,8 @@ __all__ = [
     "LocalTest",
     "OptimalityReport",
     "SignalResiduals",
-    "certify",
     "absorption",
+    "certify",
     "exchange",
     "local_test",
     "noiseless_codes",
@@ -49,26 +46,22 @@ __all__ = [
 ]
 
 
-@eqx.filter_jit
-def _residuals(X, D, codes, lam, weights, mask, second=True):
-    atoms = atom_residuals(X, D, codes, lam, weights, mask)
-    if second:
-        R = X - codes @ D
-        scale = jnp.max(jnp.linalg.norm(X, axis=-1))
-        ratio, strength, direction = second_order(D, codes, R, lam, weights, scale)
-        atoms = eqx.tree_at(
-            lambda a: (a.block_ratio, a.split_strength, a.split_direction),
-            atoms,
-            (ratio, strength, direction),
-            is_leaf=lambda x: x is None,
-        )
-    return OptimalityReport(
-        objective=objective(D, codes, X, lam, weights),
-        lam=lam,
-        signals=signal_residuals(X, D, codes, lam, mask),
-        atoms=atoms,
-        free_atom=free_atom(X, D, codes, lam, weights),
-    )
+def objective(X, D, codes, lam, *, weights=None) -> Float[Array, ""]:
+    r"""$F(D, A) = \frac1W\sum_i w_i[\frac12\|x_i - a_i D\|^2 + \lambda \sum_k a_{ik}]$, the
+    objective whose stationarity [`residuals`][sparsedict.optimality.residuals] measures.
+
+    Arguments as in `residuals`: X (n, d), D (k, d) (any atom norms), codes (n, k), scalar
+    `lam >= 0`, optional weights (n,). Differentiable in X, D, codes and lam.
+    """
+    dtype = check.float_dtype(("X", X), ("D", D), ("codes", codes))
+    X = check.signals(X, dtype)
+    if X.ndim != 2:
+        raise ValueError(f"X must have shape (n, d), got shape {X.shape}")
+    D, _ = check.dictionary(D, X.shape[1], dtype)
+    codes = check.codes(codes, (X.shape[0], D.shape[0]), dtype)
+    lam = check.lam(lam, (), dtype)
+    weights = check.weights(weights, X.shape[0], dtype)
+    return _objective.mean_objective(X, D, codes, lam, weights)
 
 
 def residuals(
@@ -104,10 +97,10 @@ def residuals(
 @eqx.filter_jit
 def _checked_residuals(X, D, codes, lam, weights, atom_mask, second_order):
     # validation inside the compiled function: value checks are `eqx.error_if` in the data flow
-    X, D, codes, mask = signals_dictionary_codes(X, D, codes, atom_mask)
-    lam = positive_lam(lam, X.dtype)
-    weights = check_weights(weights, X.shape[0], X.dtype)
-    return _residuals(X, D, codes, lam, weights, mask, second_order)
+    X, D, codes, mask = check.signals_dictionary_codes(X, D, codes, atom_mask)
+    lam = check.positive_lam(lam, X.dtype)
+    weights = check.weights(weights, X.shape[0], X.dtype)
+    return report(X, D, codes, lam, weights, mask, second_order)
 
 
 def certify(
@@ -121,8 +114,15 @@ def certify(
     tol: float | None = None,
     max_steps: int = 1000,
 ) -> OptimalityReport:
-    """Re-solve the codes of `D` with [`sparsedict.sparse_code`][] to a tight gap, then report
-    [`residuals`][sparsedict.optimality.residuals] (the per-signal gaps bound the code error)."""
-    X, D, _, mask = signals_dictionary_codes(X, D, None, atom_mask)
-    result = sparse_code(X, D, lam, solver=solver, tol=tol, max_steps=max_steps, atom_mask=mask)
-    return residuals(X, D, result.codes, lam, weights=weights, atom_mask=mask)
+    """Re-solve the codes of `D` (the kernel of [`sparsedict.sparse_code`][]) to a tight gap,
+    then report [`residuals`][sparsedict.optimality.residuals] (the per-signal gaps bound the
+    code error)."""
+    X, D, _, mask = check.signals_dictionary_codes(X, D, None, atom_mask)
+    lam = check.positive_lam(lam, X.dtype)
+    weights = check.weights(weights, X.shape[0], X.dtype)
+    tol = check.tol(tol, X.dtype)
+    max_steps = check.positive_int(max_steps, "max_steps")
+    codes = solve_codes(
+        X, D, lam, atom_mask=mask, tol=tol, max_steps=max_steps, solver=solver
+    ).codes
+    return report(X, D, codes, lam, weights, mask)

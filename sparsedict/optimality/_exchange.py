@@ -5,7 +5,7 @@ splitting direction of THEORY 4.2) and the pair is re-optimised by a few alterna
 `RemovalCost(j)`: increase of $F$ when atom $j$ is deleted and the codes re-solved. A global
 minimiser needs $\max_k \mathrm{SplitGain}(k) \le \min_j \mathrm{RemovalCost}(j)$; a violation
 points at a better dictionary of the same width, which is built and reported. A host-level
-diagnostic (one `sparse_code` per atom), not for `jit`.
+diagnostic (one code solve per atom), not for `jit`.
 """
 
 import equinox as eqx
@@ -13,9 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._coding._driver import sparse_code
-from ._inputs import positive_lam, signals_dictionary_codes
-from ._inputs import weights as check_weights
+from .. import _validation as check
+from .._coding._codes import solve_codes
 from ._refine import jit_objective as _objective
 from ._refine import refine
 from ._second_order import second_order
@@ -46,9 +45,9 @@ class ExchangeReport(eqx.Module):
 
 def exchange(X, D, lam, *, weights=None, atom_mask=None, split_eps=0.1, refine_steps=20):
     """Run the split/remove exchange test on dictionary `D` (codes are solved exactly)."""
-    X, D, _, mask = signals_dictionary_codes(X, D, None, atom_mask)
-    lam = positive_lam(lam, X.dtype)
-    weights = check_weights(weights, X.shape[0], X.dtype)
+    X, D, _, mask = check.signals_dictionary_codes(X, D, None, atom_mask)
+    lam = check.positive_lam(lam, X.dtype)
+    weights = check.weights(weights, X.shape[0], X.dtype)
     k = D.shape[0]
     active = np.ones(k, bool) if mask is None else np.asarray(mask)
     if active.sum() < 2:
@@ -56,8 +55,8 @@ def exchange(X, D, lam, *, weights=None, atom_mask=None, split_eps=0.1, refine_s
     # everything runs at width k + 1 (a padding slot for the split copy): one compilation
     D_wide = jnp.concatenate([D, jnp.zeros((1, D.shape[1]), D.dtype)])
     base_mask = jnp.asarray(np.append(active, False))
-    codes = sparse_code(X, D_wide, lam, atom_mask=base_mask).codes
-    F0 = _objective(D_wide, codes, X, lam, weights)
+    codes = solve_codes(X, D_wide, lam, atom_mask=base_mask).codes
+    F0 = _objective(X, D_wide, codes, lam, weights)
     directions = _split_directions(X, D_wide, codes, lam, weights)
 
     wide_mask = base_mask.at[k].set(True)
@@ -74,9 +73,9 @@ def exchange(X, D, lam, *, weights=None, atom_mask=None, split_eps=0.1, refine_s
     costs = np.full(k, np.inf)
     for j in np.flatnonzero(active):
         removed = base_mask.at[j].set(False)
-        codes_j = sparse_code(X, D_wide, lam, atom_mask=removed).codes
+        codes_j = solve_codes(X, D_wide, lam, atom_mask=removed).codes
         D_j = jnp.where(removed[:, None], D_wide, 0.0)
-        costs[j] = float(_objective(D_j, codes_j, X, lam, weights) - F0)
+        costs[j] = float(_objective(X, D_j, codes_j, lam, weights) - F0)
 
     margin = gains[:, None] - costs[None, :]
     np.fill_diagonal(margin, -np.inf)

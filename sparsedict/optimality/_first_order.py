@@ -12,8 +12,7 @@ $q_k = \sum_i w_i a_{ik} e_{ik}$, $e_{ik} = r_i + a_{ik} d_k$, point along $d_k$
 import jax
 import jax.numpy as jnp
 
-from .._objective import certificate, kkt_residual, residual
-from ._objective_mean import mean_objective
+from .._objective import certificate, kkt_residual, mean_objective, residual
 from ._report import AtomResiduals, SignalResiduals
 
 
@@ -28,7 +27,7 @@ def signal_residuals(X, D, codes, lam, mask) -> SignalResiduals:
     r = residual(X, D, codes)
     cert = certificate(X, D, codes, lam, mask)
     return SignalResiduals(
-        kkt=kkt_residual(codes, r @ D.T, lam, mask),
+        kkt=kkt_residual(codes, r @ D.T, jnp.broadcast_to(lam, r.shape[:-1]), mask),
         gap=cert.gap,
         relative_gap=cert.relative_gap,
         primal=cert.primal,
@@ -41,7 +40,7 @@ def atom_residuals(X, D, codes, lam, weights, mask) -> AtomResiduals:
     k = D.shape[0]
     active = jnp.ones((k,), bool) if mask is None else mask
     W = jnp.sum(weights)
-    grad = jax.grad(mean_objective)(D, codes, X, lam, weights)  # -(1/W) s_k, row k
+    grad = jax.grad(mean_objective, argnums=1)(X, D, codes, lam, weights)  # -(1/W) s_k, row k
     s = -W * grad
     mass = weights @ codes
     used = active & (mass > 0)

@@ -10,8 +10,7 @@ it is a global optimum at every width.
 import jax
 import jax.numpy as jnp
 
-from .._objective import residual
-from ._objective_mean import mean_objective
+from .._objective import mean_objective, residual
 from ._report import FreeAtom
 
 
@@ -26,7 +25,7 @@ def free_atom(X, D, codes, lam, weights) -> FreeAtom:
     def with_new_atom(t):
         D_new = jnp.concatenate([D, direction[None]])
         new_codes = jnp.zeros((X.shape[0], 1), codes.dtype).at[j, 0].set(t)
-        return mean_objective(D_new, jnp.concatenate([codes, new_codes], 1), X, lam, weights)
+        return mean_objective(X, D_new, jnp.concatenate([codes, new_codes], 1), lam, weights)
 
     slope = jax.grad(with_new_atom)(jnp.zeros((), codes.dtype))
     return FreeAtom(ratio=ratio[j], signal=j, direction=direction, slope=slope)

@@ -27,8 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._inputs import positive_lam, signals_dictionary_codes
-from ._inputs import weights as check_weights
+from .. import _validation as check
 
 # Largest Hessian (number of tangent coordinates, sum over tested atoms of d - 1) built by default.
 MAX_COORDINATES = 4096
@@ -152,9 +151,9 @@ def local_test(
     Returns:
         A [`LocalTest`][sparsedict.optimality.LocalTest].
     """
-    X, D, codes, _ = signals_dictionary_codes(X, D, codes, None)
-    lam = positive_lam(lam, X.dtype)
-    weights = check_weights(weights, X.shape[0], X.dtype)
+    X, D, codes, _ = check.signals_dictionary_codes(X, D, codes, None)
+    lam = check.positive_lam(lam, X.dtype)
+    weights = check.weights(weights, X.shape[0], X.dtype)
     codes_np = np.asarray(codes)
     k, d = D.shape
     used = np.flatnonzero(codes_np.sum(axis=0) > 0)

@@ -27,7 +27,7 @@ def _projector(d):
 
 def block_ratio(d, a, R, lam, weights, scale):
     """`lambda_max(P C P) / mu` for one atom (0 for an unused atom)."""
-    e = R + a[:, None] * d
+    e = R + a[:, None] * d[None, :]
     eps = jnp.finfo(R.dtype).eps
     active = (a > 0) | (R @ d >= lam - _KINK_EPS * eps * scale)
     P = _projector(d)

@@ -15,18 +15,18 @@ import jax.numpy as jnp
 from jaxtyping import ArrayLike, Float
 
 from .. import _validation as check
-from .._coding._driver import default_tol, sparse_code
-from ..optimality._inputs import positive_lam, signals_dictionary_codes
-from ..optimality._inputs import weights as check_weights
-from ..optimality._objective_mean import mean_objective
+from .._coding._codes import solve_codes
+from .._objective import mean_objective
 from . import _candidate, _relu_sae
 from ._candidate import CandidateSolution as CandidateSolution
 from ._closed_form import WideLimitSolution as WideLimitSolution
 from ._closed_form import closed_form, huber_bound
 from ._closed_form import huber as huber
+from ._fista import RESULTS as RESULTS
 from ._relu_sae import ReluSAESolution as ReluSAESolution
 
 __all__ = [
+    "RESULTS",
     "CandidateSolution",
     "ReluSAESolution",
     "WideLimitSolution",
@@ -39,17 +39,13 @@ __all__ = [
 ]
 
 
-def _signals(X, lam, weights, lam_name="lam"):
-    dtype = check.float_dtype(("X", X))
-    X = jnp.asarray(X, dtype)
-    if X.ndim != 2:
-        raise ValueError(f"X must have shape (n, d), got shape {X.shape}")
-    X = check.signals(X, dtype)
-    return X, positive_lam(lam, dtype, lam_name), check_weights(weights, X.shape[0], dtype)
+def _signals(X, lam, weights):
+    X = check.matrix_signals(X, check.float_dtype(("X", X)))
+    return X, check.positive_lam(lam, X.dtype), check.weights(weights, X.shape[0], X.dtype)
 
 
 def bound(
-    X: Float[ArrayLike, "n d"], lam, weights: Float[ArrayLike, " n"] | None = None
+    X: Float[ArrayLike, "n d"], lam, *, weights: Float[ArrayLike, " n"] | None = None
 ) -> Float[jnp.ndarray, ""]:
     r"""$\frac1W \sum_i w_i H_\lambda(\|x_i\|)$: no dictionary of any width has lower $F$."""
     return _checked_bound(X, jnp.asarray(lam), weights)
@@ -60,7 +56,7 @@ def _checked_bound(X, lam, weights):
     return huber_bound(*_signals(X, lam, weights))
 
 
-def solution(X: Float[ArrayLike, "n d"], lam, weights=None) -> WideLimitSolution:
+def solution(X: Float[ArrayLike, "n d"], lam, *, weights=None) -> WideLimitSolution:
     """The atom-per-datapoint optimum (padded to n atoms, see `WideLimitSolution.compact`)."""
     return _checked_solution(X, jnp.asarray(lam), weights)
 
@@ -71,17 +67,18 @@ def _checked_solution(X, lam, weights):
 
 
 def gap_to_bound(X, D, lam, *, codes=None, weights=None, atom_mask=None):
-    """`F(D, A) - bound >= 0`; the codes are re-solved exactly with `sparse_code` when not given."""
-    X, D, codes, mask = signals_dictionary_codes(X, D, codes, atom_mask)
+    """`F(D, A) - bound >= 0`; the codes are re-solved exactly (as by `sparse_code`) when not
+    given."""
+    X, D, codes, mask = check.signals_dictionary_codes(X, D, codes, atom_mask)
     _, lam, weights = _signals(X, lam, weights)
     if codes is None:
-        codes = sparse_code(X, D, lam, atom_mask=mask).codes
-    return _gap_to_bound(D, codes, X, lam, weights)
+        codes = solve_codes(X, D, lam, atom_mask=mask).codes
+    return _gap_to_bound(X, D, codes, lam, weights)
 
 
 @eqx.filter_jit
-def _gap_to_bound(D, codes, X, lam, weights):
-    return mean_objective(D, codes, X, lam, weights) - huber_bound(X, lam, weights)
+def _gap_to_bound(X, D, codes, lam, weights):
+    return mean_objective(X, D, codes, lam, weights) - huber_bound(X, lam, weights)
 
 
 def solve_candidate_problem(
@@ -94,17 +91,19 @@ def solve_candidate_problem(
     init=None,
     tol: float | None = None,
     max_steps: int = 20000,
+    throw: bool = False,
 ) -> CandidateSolution:
     r"""Solve $\min_{A \ge 0} F(C, A) + \gamma \sum_j \|A_{:,j}\|_2$ over fixed unit candidates
-    `candidates` (m, d) by FISTA; stops when `gap <= tol * primal` (default 1e-10 in float64)."""
+    `candidates` (m, d) by FISTA; stops when `gap <= tol * primal` (default 1e-10 in float64) or
+    at `max_steps` (then `result` is `RESULTS.max_steps_reached`, an error with `throw=True`)."""
     X, lam, weights = _signals(X, lam, weights)
-    _, C, init, _ = signals_dictionary_codes(X, candidates, init, None)
+    _, C, init, _ = check.signals_dictionary_codes(X, candidates, init, None)
     if init is None:
         init = jnp.zeros((X.shape[0], C.shape[0]), X.dtype)
     gam = check.lam(gam, (), X.dtype, "gam")
-    tol = jnp.asarray(default_tol(X.dtype) if tol is None else tol, X.dtype)
+    tol = check.tol(tol, X.dtype)
     max_steps = jnp.asarray(check.positive_int(max_steps, "max_steps"), jnp.int32)
-    return _candidate.solve(X, C, lam, gam, weights, init, tol, max_steps)
+    return _thrown(_candidate.solve(X, C, lam, gam, weights, init, tol, max_steps), throw)
 
 
 def solve_relu_sae(
@@ -116,10 +115,11 @@ def solve_relu_sae(
     weights=None,
     tol: float | None = None,
     max_steps: int = 20000,
+    throw: bool = False,
 ) -> ReluSAESolution:
     r"""The convex infinite-width ReLU SAE with features $\mathrm{relu}(v_m\cdot x + b_m)$ for the
     fixed `encoders` $v_m$ (M, d) and `biases` (M,) (default 0); its value bounds the Huber bound
-    from above."""
+    from above. Stopping, `result` and `throw` as in `solve_candidate_problem`."""
     X, lam, weights = _signals(X, lam, weights)
     encoders = jnp.asarray(encoders, X.dtype)
     if encoders.ndim != 2 or encoders.shape[1] != X.shape[1]:
@@ -128,6 +128,13 @@ def solve_relu_sae(
     biases = jnp.zeros((M,), X.dtype) if biases is None else jnp.asarray(biases, X.dtype)
     if biases.shape != (M,):
         raise ValueError(f"biases must have shape ({M},), got {biases.shape}")
-    tol = jnp.asarray(default_tol(X.dtype) if tol is None else tol, X.dtype)
+    tol = check.tol(tol, X.dtype)
     max_steps = jnp.asarray(check.positive_int(max_steps, "max_steps"), jnp.int32)
-    return _relu_sae.solve(X, encoders, biases, lam, weights, tol, max_steps)
+    return _thrown(_relu_sae.solve(X, encoders, biases, lam, weights, tol, max_steps), throw)
+
+
+def _thrown(solution, throw):
+    """Raise when asked and the solver did not converge (otherwise see `solution.result`)."""
+    if not throw:
+        return solution
+    return solution.result.error_if(solution, solution.result != RESULTS.successful)

@@ -21,27 +21,24 @@ At $\gamma = 0$ with the normalised data points as candidates the optimum is the
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Bool, Float
 
-from ._fista import fista
+from .. import _objective
+from ._fista import Certified, fista
 
 _BISECTION_STEPS = 60
 
 
-class CandidateSolution(eqx.Module):
-    """Codes (n, m), objective `primal`, certified lower bound `dual`, `gap = primal - dual`,
-    `selected` (m,) candidates with a nonzero column, `steps`."""
+class CandidateSolution(Certified):
+    """Codes (n, m) and the `selected` (m,) candidates with a nonzero column, with the
+    certificate fields of `Certified` (`primal`, `dual`, `gap`, `steps`, `converged`, `result`)."""
 
     codes: Float[Array, "n m"]
-    primal: Float[Array, ""]
-    dual: Float[Array, ""]
-    gap: Float[Array, ""]
     selected: Bool[Array, " m"]
-    steps: Int[Array, ""]
 
 
 def _dual_value(X, theta, omega):
-    return jnp.sum(omega * (0.5 * jnp.sum(X**2, -1) - 0.5 * jnp.sum((X - theta) ** 2, -1)))
+    return jnp.sum(omega * _objective.dual(X, theta))
 
 
 def _group_shrink(V, threshold, axis):
@@ -52,7 +49,7 @@ def _group_shrink(V, threshold, axis):
 
 def _certificate(A, X, C, lam, gam, omega):
     R = X - A @ C
-    primal = jnp.sum(omega * (0.5 * jnp.sum(R**2, -1) + lam * jnp.sum(A, -1))) + gam * jnp.sum(
+    primal = _objective.mean_objective(X, C, A, lam, omega) + gam * jnp.sum(
         jnp.linalg.norm(A, axis=0)
     )
     G = R @ C.T
@@ -107,12 +104,5 @@ def solve(X, C, lam, gam, weights, init, tol, max_steps):
     def certificate(A):
         return _certificate(A, X, C, lam, gam, omega)
 
-    A, primal, dual, steps = fista(grad, prox, lipschitz, certificate, init, tol, max_steps)
-    return CandidateSolution(
-        codes=A,
-        primal=primal,
-        dual=dual,
-        gap=primal - dual,
-        selected=jnp.any(A > 0, axis=0),
-        steps=steps,
-    )
+    A, certified = fista(grad, prox, lipschitz, certificate, init, tol, max_steps)
+    return CandidateSolution(codes=A, selected=jnp.any(A > 0, axis=0), **certified)

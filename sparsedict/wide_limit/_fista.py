@@ -1,18 +1,50 @@
 r"""Accelerated proximal gradient (FISTA with restart) for the convex problems of THEORY section 6.
 
 One loop: `check_every` steps, then the duality gap; stop once `gap <= tol * max(primal, tiny)`
-or at `max_steps`. The problem supplies the gradient of its smooth part, the prox of its
-nonsmooth part, its Lipschitz constant and a certificate `(primal, dual)` from any iterate.
+or at `max_steps` (a result code says which). The problem supplies the gradient of its smooth
+part, the prox of its nonsmooth part, its Lipschitz constant and a certificate `(primal, dual)`
+from any iterate.
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
 
 _CHECK_EVERY = 10
 
 
+class RESULTS(eqx.Enumeration):
+    """Status of the wide-limit convex solvers."""
+
+    successful = ""
+    max_steps_reached = (
+        "the wide-limit solver reached max_steps before its relative duality gap fell below tol; "
+        "raise max_steps or loosen tol"
+    )
+
+
+class Certified(eqx.Module):
+    """What every wide-limit convex solution carries besides its variables.
+
+    Attributes:
+        primal: the objective. dual: a certified lower bound on the optimum.
+        gap: `primal - dual >= 0`. steps: FISTA steps taken.
+        converged: whether `gap <= tol * primal`.
+        result: `RESULTS.successful`, or `RESULTS.max_steps_reached`.
+    """
+
+    primal: Float[Array, ""]
+    dual: Float[Array, ""]
+    gap: Float[Array, ""]
+    steps: Int[Array, ""]
+    converged: Bool[Array, ""]
+    result: RESULTS
+
+
 def fista(grad, prox, lipschitz, certificate, init, tol, max_steps):
-    """Returns `(solution, primal, dual, steps)`; `certificate(z) -> (primal, dual)`."""
+    """Returns `(solution, certified)`: the iterate and the `Certified` fields of its
+    certificate `certificate(z) -> (primal, dual)`."""
     step_size = 1.0 / lipschitz
 
     def one_step(_, carry):
@@ -42,6 +74,15 @@ def fista(grad, prox, lipschitz, certificate, init, tol, max_steps):
     one = jnp.ones((), init.dtype)
     state = (init, init, one)
     start = (state, jnp.int32(0), relative_gap(init) <= tol)
-    state, steps, _ = jax.lax.while_loop(cond, body, start)
+    state, steps, converged = jax.lax.while_loop(cond, body, start)
     primal, dual = certificate(state[0])
-    return state[0], primal, dual, steps
+    result = RESULTS.where(converged, RESULTS.successful, RESULTS.max_steps_reached)
+    certified = dict(
+        primal=primal,
+        dual=dual,
+        gap=primal - dual,
+        steps=steps,
+        converged=converged,
+        result=result,
+    )
+    return state[0], certified

@@ -14,27 +14,24 @@ $s \le 1$; the dual value is $\sum_i \omega_i[\tfrac12\|x_i\|^2 - \tfrac12\|x_i 
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float
 
 from ._candidate import _dual_value, _group_shrink
-from ._fista import fista
+from ._fista import Certified, fista
 
 
-class ReluSAESolution(eqx.Module):
-    """Decoder (M, d), features (n, M), objective `primal`, certified `dual`, `gap`, `steps`."""
+class ReluSAESolution(Certified):
+    """Decoder (M, d) and features (n, M), with the certificate fields of `Certified` (`primal`,
+    `dual`, `gap`, `steps`, `converged`, `result`)."""
 
     decoder: Float[Array, "M d"]
     features: Float[Array, "n M"]
-    primal: Float[Array, ""]
-    dual: Float[Array, ""]
-    gap: Float[Array, ""]
-    steps: Int[Array, ""]
 
 
 @eqx.filter_jit
 def solve(X, encoders, biases, lam, weights, tol, max_steps):
     omega = weights / jnp.sum(weights)
-    Phi = jnp.maximum(0.0, X @ encoders.T + biases)
+    Phi = jnp.maximum(0.0, X @ encoders.T + biases[None, :])
     mass = omega @ Phi
     lipschitz = jnp.maximum(jnp.linalg.eigvalsh((Phi * omega[:, None]).T @ Phi)[-1], 1e-30)
 
@@ -55,7 +52,5 @@ def solve(X, encoders, biases, lam, weights, tol, max_steps):
         return primal, _dual_value(X, s * R, omega)
 
     init = jnp.zeros((encoders.shape[0], X.shape[1]), X.dtype)
-    U, primal, dual, steps = fista(grad, prox, lipschitz, certificate, init, tol, max_steps)
-    return ReluSAESolution(
-        decoder=U, features=Phi, primal=primal, dual=dual, gap=primal - dual, steps=steps
-    )
+    U, certified = fista(grad, prox, lipschitz, certificate, init, tol, max_steps)
+    return ReluSAESolution(decoder=U, features=Phi, **certified)

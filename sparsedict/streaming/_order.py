@@ -13,7 +13,8 @@ raise `window` for data whose order is correlated (activations of consecutive to
 import equinox as eqx
 import numpy as np
 
-from ._streaming_sources import SignalSource
+from .._validation import finite_rows, int_at_least
+from ._sources import SignalSource
 
 
 class Shuffle(eqx.Module):
@@ -29,9 +30,7 @@ class Shuffle(eqx.Module):
 
     def __check_init__(self):
         for name in ("block_rows", "window"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"Shuffle.{name} must be an int >= 1, got {value!r}")
+            int_at_least(getattr(self, name), f"Shuffle.{name}")
 
     def _plan(self, n, seed, epoch):
         """The epoch's block order and the stream offsets where its groups start."""
@@ -56,7 +55,9 @@ class Shuffle(eqx.Module):
     def rows(self, n: int, seed: int, start: int, stop: int) -> np.ndarray:
         """Row indices at stream positions `start:stop` (position p is in epoch p // n)."""
         out = np.empty(stop - start, np.int64)
-        pos, plan, group = start, (None, None), (None, None)
+        pos = start
+        plan: tuple = (None, None)
+        group: tuple = (None, None)
         while pos < stop:
             epoch, offset = divmod(pos, n)
             if plan[0] != epoch:
@@ -70,22 +71,6 @@ class Shuffle(eqx.Module):
             out[pos - start : pos - start + take] = group[1][first : first + take]
             pos += take
         return out
-
-
-def check_finite(values, rows, name, context):
-    """Raise if `values` (one row per entry of `rows`) holds NaN or inf, naming the rows."""
-    finite = np.isfinite(values).all(axis=-1)
-    if finite.all():
-        return
-    bad = np.unique(np.asarray(rows).reshape(-1)[~finite])
-    if bad[-1] - bad[0] + 1 == bad.size and bad.size > 1:
-        where = f"rows {bad[0]}-{bad[-1]}"
-    else:
-        where = "row " if bad.size == 1 else "rows "
-        where += ", ".join(map(str, bad[:5])) + (
-            f" and {bad.size - 5} more" if bad.size > 5 else ""
-        )
-    raise ValueError(f"{name} contains NaN or inf in {where} (read for {context})")
 
 
 class Minibatches:
@@ -105,15 +90,9 @@ class Minibatches:
         shuffle: Shuffle | None = None,
         dtype=None,
     ):
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, (int, np.integer))
-            or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0 for a streamed shuffle, got {seed!r}")
-        self.source, self.batch_size, self.seed = source, int(batch_size), int(seed)
+        batch_size = int_at_least(batch_size, "batch_size")
+        seed = int_at_least(seed, "seed (of a streamed shuffle)", 0)
+        self.source, self.batch_size, self.seed = source, batch_size, seed
         self.shuffle = Shuffle() if shuffle is None else shuffle
         self.dtype = source.dtype if dtype is None else np.dtype(dtype)
 
@@ -128,5 +107,5 @@ class Minibatches:
         """Minibatches `step, ..., step + count - 1` as a host array (count, batch_size, d)."""
         rows = self.rows(step, count)
         values = self.source.take(rows.reshape(-1))
-        check_finite(values, rows, self.source.name, f"minibatches {step} to {step + count - 1}")
+        finite_rows(values, rows, self.source.name, f"minibatches {step} to {step + count - 1}")
         return values.astype(self.dtype, copy=False).reshape(count, self.batch_size, self.source.d)

@@ -3,7 +3,9 @@
 Each parser returns a `Stored` record (path, byte offset of row 0, shape, dtype) read from the
 file's header only, so rows can be fetched later with `os.pread` (no memory map: the pages read
 never count in the process's resident memory). Compressed `.npz` members have no fixed byte
-offset; they are decoded whole, once, when first read (`Stored.offset is None`).
+offset; they are decoded whole, once, when first read (`Stored.offset is None`). Every other
+record is checked against the file's size when the file is opened: a truncated file is refused
+there, not at the first read past its end.
 """
 
 import json
@@ -118,9 +120,24 @@ def parse(path, key=None) -> Stored:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
     if path.endswith(".npy"):
-        return npy(path)
+        return _fits(npy(path))
     if path.endswith(".npz"):
-        return npz(path, key)
+        return _fits(npz(path, key))
     if path.endswith(".safetensors"):
-        return safetensors(path, key)
+        return _fits(safetensors(path, key))
     raise ValueError(f"{path}: expected a .npy, .npz or .safetensors file")
+
+
+def _fits(stored: Stored) -> Stored:
+    """`stored`, after checking that its data lie inside the file."""
+    if stored.offset is None:
+        return stored
+    end = stored.offset + int(np.prod(stored.shape)) * stored.dtype.itemsize
+    size = os.path.getsize(stored.path)
+    if end > size:
+        label = stored.path if stored.member is None else f"{stored.path}[{stored.member}]"
+        raise ValueError(
+            f"{label}: the header describes {stored.shape} {stored.dtype} ending at byte {end}, "
+            f"but the file has {size} bytes (truncated?)"
+        )
+    return stored

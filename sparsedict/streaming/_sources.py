@@ -1,7 +1,7 @@
 """Signal sources: the rows of an (n, d) float array, read on demand from memory or from files.
 
 A file-backed source reads rows with `os.pread` at the byte offset given by the file's header
-(`_streaming_formats`), so only the rows asked for are read and nothing stays mapped: the
+(`_formats.py`), so only the rows asked for are read and nothing stays mapped: the
 process's resident memory is the rows returned, not the file. Shards (several files, one array
 each) concatenate along the rows; a read touches only the shards that hold its rows.
 """
@@ -17,7 +17,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
-from . import _streaming_formats as formats
+from . import _formats as formats
 
 _FLOATS = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64, ml_dtypes.bfloat16))
 # `take` reads through gaps of up to 64 KiB between wanted rows (one read beats many small
@@ -118,7 +118,8 @@ class FileSource(SignalSource):
                 )
             if s.shape[1] != first.shape[1]:
                 raise ValueError(
-                    f"{label} has d = {s.shape[1]} features but {first.path} has d = {first.shape[1]}"
+                    f"{label} has d = {s.shape[1]} features but {first.path} has d = "
+                    f"{first.shape[1]}"
                 )
             if s.dtype != first.dtype:
                 raise ValueError(
@@ -134,7 +135,7 @@ class FileSource(SignalSource):
         if self.n == 0:
             raise ValueError(f"{self.name} is empty: it must hold at least one signal")
         self._lock = threading.Lock()
-        self._fds = {}  # path -> open descriptor, closed with the source
+        self._fds: dict[str, int] = {}  # path -> open descriptor, closed with the source
         weakref.finalize(self, _close_all, self._fds)
         self._decoded = (None, None)  # the last compressed .npz member read, decoded
 
@@ -224,7 +225,8 @@ def _expand(path):
 
 
 def open_signals(signals, *, key: str | None = None, name: str | None = None) -> SignalSource:
-    """A [`SignalSource`][sparsedict.streaming.SignalSource] for in-memory signals, a file, a glob pattern or a list of shards.
+    """A [`SignalSource`][sparsedict.streaming.SignalSource] for in-memory signals, a file, a glob
+    pattern or a list of shards.
 
     Arguments:
         signals: a `SignalSource` (returned as is); an (n, d) array (kept in memory; a JAX array
@@ -254,3 +256,14 @@ def open_signals(signals, *, key: str | None = None, name: str | None = None) ->
     if isinstance(signals, jax.Array):
         signals = np.asarray(signals)
     return ArraySource(signals, name=name or "X")
+
+
+def load_array(path, *, key: str | None = None) -> np.ndarray:
+    """The whole (n, d) array of a `.npy`, `.npz` or `.safetensors` file, in memory.
+
+    The same reader as [`open_signals`][sparsedict.streaming.open_signals] (no `safetensors`
+    package needed; `key` picks one of several arrays; the data's extent is checked against the
+    file's size when it is opened), read whole: for dictionaries and data that fit in memory.
+    """
+    source = open_signals(path, key=key)
+    return source.read(0, source.n)

@@ -10,14 +10,16 @@
   `(seed, s)` alone, so a resumed run sees the same data; rows are checked for NaN/inf as read.
 - [`Prefetcher`][sparsedict.streaming.Prefetcher] reads and `device_put`s the next chunks in a
   background thread while the current compiled chunk runs.
+- [`load_array`][sparsedict.streaming.load_array] reads a whole file with the same reader (the
+  CLI's `--data` and `--dictionary`).
 
 `learn_dictionary(method="online")` and `train_sae` accept a path, a list of shards or a source
 as `X` and use all three.
 """
 
-from ._streaming_order import Minibatches, Shuffle
-from ._streaming_prefetch import Prefetcher
-from ._streaming_sources import ArraySource, FileSource, SignalSource, open_signals
+from ._order import Minibatches, Shuffle
+from ._prefetch import Prefetcher
+from ._sources import ArraySource, FileSource, SignalSource, load_array, open_signals
 
 __all__ = [
     "ArraySource",
@@ -26,5 +28,6 @@ __all__ = [
     "Prefetcher",
     "Shuffle",
     "SignalSource",
+    "load_array",
     "open_signals",
 ]

@@ -12,7 +12,8 @@ import threading
 
 import jax
 
-from ._streaming_order import Minibatches
+from .._validation import int_at_least
+from ._order import Minibatches
 
 
 class Prefetcher:
@@ -38,8 +39,7 @@ class Prefetcher:
         stop: int | None = None,
         device=None,
     ):
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-            raise ValueError(f"prefetch depth must be an int >= 0, got {depth!r}")
+        int_at_least(depth, "prefetch depth", 0)
         self.minibatches, self.count, self.depth, self.stop, self.device = (
             minibatches,
             count,
@@ -47,8 +47,10 @@ class Prefetcher:
             stop,
             device,
         )
-        self._thread, self._next = None, None
-        self._halt, self._queue = threading.Event(), None
+        self._thread: threading.Thread | None = None
+        self._next: int | None = None
+        self._halt = threading.Event()
+        self._queue: queue.Queue | None = None
 
     def _read(self, step):
         return jax.device_put(self.minibatches.batches(step, self.count), self.device)

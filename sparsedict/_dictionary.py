@@ -1,10 +1,12 @@
-r"""Dictionary updates on the unit sphere, initialisation and dead-atom revival.
+r"""Dictionary operations shared by the learners and the optimality tests: atom updates on the
+unit sphere, the initial dictionary, the Riemannian gradient and dead-atom revival.
 
 With codes fixed, the objective in one atom $d_j$ on the sphere is
 $\mathrm{const} - d_j\cdot\sum_i a_{ij} e_{ij}$ (THEORY section 2.3, $e_{ij}$ the partial
 residual), so the exact block-coordinate update (Mairal et al. 2010, projected on the sphere) is
 
-$$d_j \leftarrow \frac{u_j}{\|u_j\|}, \qquad u_j = (A^\top X)_j - (A^\top A)_{j,:} D + (A^\top A)_{jj}\, d_j,$$
+$$d_j \leftarrow \frac{u_j}{\|u_j\|}, \qquad
+  u_j = (A^\top X)_j - (A^\top A)_{j,:} D + (A^\top A)_{jj}\, d_j,$$
 
 computed from the sufficient statistics $A^\top A$ (k, k) and $A^\top X$ (k, d) alone. Unused atoms
 ($(A^\top A)_{jj} = 0$) are left where they are.

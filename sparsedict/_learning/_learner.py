@@ -1,0 +1,38 @@
+"""What the alternating and online learners share: exact codes, then the atom updates."""
+
+import equinox as eqx
+import jax
+
+from .._coding._codes import solve_codes
+from .._dictionary import revive_dead_atoms, update_atoms
+
+
+class AtomLearner(eqx.Module):
+    """Exact codes for the current dictionary, then (optionally) dead-atom revival along the
+    free-atom direction (THEORY section 3) and exact block-coordinate atom updates on the unit
+    sphere from the sufficient statistics $A^\\top A$, $A^\\top X$."""
+
+    solver: str = "active_set"
+    code_max_steps: int = 1000
+    atom_sweeps: int = 1
+    revive: bool = True
+
+    def exact_codes(self, X, D, lam, tol, mask, init=None):
+        """Codes of `X` (no derivatives flow into the learner's updates)."""
+        coded = solve_codes(
+            X,
+            D,
+            lam,
+            solver=self.solver,
+            tol=tol,
+            max_steps=self.code_max_steps,
+            init=init,
+            atom_mask=mask,
+        )
+        return jax.lax.stop_gradient(coded.codes)
+
+    def update_dictionary(self, D, X, A, AtA, AtX, usage, lam, mask):
+        """Revive unused atoms (`usage <= 0`) on `X`'s largest residuals, then update the atoms."""
+        if self.revive:
+            D, _ = revive_dead_atoms(D, X - A @ D, usage, lam, mask)
+        return update_atoms(D, AtA, AtX, mask, sweeps=self.atom_sweeps)
