@@ -12,8 +12,15 @@ $P(a) - \mathcal{D}(s r)$ with $x = aD + r$ gives the form used everywhere in sp
 
 $$\mathrm{gap} = \tfrac12 (1 - s)^2 \|r\|^2 + \textstyle\sum_k a_k (\lambda - s\, g_k) \;\ge 0,$$
 
-a sum of nonnegative terms (each $s g_k \le \lambda$, $a \ge 0$), so it carries no cancellation
-between large numbers and stays honest in float32. Every function here works on any leading batch
+a sum of nonnegative terms (each $s g_k \le \lambda$, $a \ge 0$). The formula itself adds no
+cancellation, but its inputs can carry one: $\|r\|^2$ in Gram form, $\|x\|^2 - a\cdot(c + g)$,
+cancels when $r$ is small next to $x$, and $g$ computed in floating point is off by about
+$u(\|x\| + \|a\|_1)$ ($u$ the unit roundoff), which moves both the dual scaling $s$ and the
+terms $a_k(\lambda - s g_k)$. `certificate_from_terms` evaluates the formula as if the arithmetic
+were exact (cheap, for checks inside solvers and for differentiable certificates);
+`certified_certificate` adds a rigorous bound on the rounding of the residual, the correlations
+and its own evaluation, so that its gap is never below the exact gap of the codes (the
+certificate [`sparsedict.sparse_code`][] reports). Every function here works on any leading batch
 shape; masked atoms (``atom_mask`` false) never enter the dual constraint.
 
 This module is the only place the formulas live: solvers, certificates, optimality residuals and
