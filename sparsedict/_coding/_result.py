@@ -13,8 +13,10 @@ class RESULTS(eqx.Enumeration):
         "raise max_steps, loosen tol, or inspect result.converged"
     )
     precision_limit = (
-        "sparse_code stopped at the solver's fixed point with some relative gaps above tol: tol is "
-        "below the rounding floor of the certificate in this dtype (use float64 or a larger tol)"
+        "sparse_code stopped some signals with relative gaps above tol: for them, tol is below "
+        "what the dtype of X and D can certify (the gap is down to the bound on its own rounding, "
+        "or the solver reached a fixed point); loosen tol (inspect result.relative_gap), or, for "
+        "float32 or narrower inputs, solve in float64"
     )
     nonfinite = "sparse_code produced non-finite codes"
 
@@ -24,8 +26,10 @@ class CodingResult(eqx.Module):
 
     Attributes (n signals, k atoms; a single signal drops the n axis):
         codes: (n, k) nonnegative codes, exactly zero on masked atoms.
-        gap: (n,) duality gap `primal - dual >= 0`; `primal - optimum <= gap`.
-        relative_gap: (n,) `gap / max(primal, tiny)`, the quantity compared with `tol`.
+        gap: (n,) duality gap `primal - dual >= 0`; `primal - optimum <= gap`. An upper bound
+            on the exact gap of `codes` (rounding of its own computation included).
+        relative_gap: (n,) `gap / max(primal, tiny)`, the quantity compared with `tol`; an upper
+            bound on the exact relative gap.
         primal: (n,) objective `1/2 ||x - a D||^2 + lam sum(a)`.
         kkt: (n,) KKT residual `||a - max(0, a + D r - lam)||`.
         converged: (n,) whether `relative_gap <= tol`.
@@ -64,7 +68,8 @@ class CodingResult(eqx.Module):
 
 def status(converged, stalled, codes) -> RESULTS:
     """successful if every signal converged; else max_steps_reached if some signal was still
-    moving, else precision_limit (every unconverged signal sits at the solver's fixed point)."""
+    moving, else precision_limit (every unconverged signal stopped at the precision limit of its
+    certificate: `stalled`)."""
     finite = jnp.all(jnp.isfinite(codes))
     unfinished = RESULTS.where(
         jnp.any(~converged & ~stalled), RESULTS.max_steps_reached, RESULTS.precision_limit
