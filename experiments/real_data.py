@@ -41,11 +41,13 @@ def mlp_activations(steps, seed=0):
     }
 
     def hidden(p, X):
-        return jax.nn.relu(X @ p["W1"] + p["b1"])
+        return jax.nn.relu(X @ p["W1"] + p["b1"][None, :])
+
+    def logits(p):
+        return hidden(p, X) @ p["W2"] + p["b2"][None, :]
 
     def loss(p):
-        logits = hidden(p, X) @ p["W2"] + p["b2"]
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return optax.softmax_cross_entropy_with_integer_labels(logits(p), y).mean()
 
     opt = optax.adam(1e-2)
 
@@ -60,7 +62,7 @@ def mlp_activations(steps, seed=0):
         return jax.lax.scan(step, (p, opt.init(p)), None, length=steps)[0][0]
 
     params = train(params)
-    accuracy = float(jnp.mean(jnp.argmax(hidden(params, X) @ params["W2"] + params["b2"], 1) == y))
+    accuracy = float(jnp.mean(jnp.argmax(logits(params), 1) == y))
     H = np.asarray(hidden(params, X))
     return H / np.linalg.norm(H, axis=1).mean(), accuracy
 
@@ -75,7 +77,8 @@ def wide_limit_row(name, X, D, A):
     R = X - A @ D
     mass = A.sum(axis=0)
     constraint = np.linalg.norm((A.T @ R) / mass[:, None] - LAM * D, axis=1) / LAM
-    kkt = float(np.max(np.asarray(sd.kkt_residual(A, R @ D.T, LAM)))) / LAM
+    lam = np.full(len(X), LAM)  # one per signal: kkt_residual broadcasts a scalar implicitly
+    kkt = float(np.max(np.asarray(sd.kkt_residual(A, R @ D.T, lam)))) / LAM
     F = float(np.mean(0.5 * np.sum(R * R, axis=1) + LAM * A.sum(axis=1)))
     bound = float(wide_limit.bound(X, LAM))
     ratio = float(np.max(np.linalg.norm(R, axis=1)) / LAM)
