@@ -110,7 +110,7 @@ def certificate(X, D, codes, lam, atom_mask=None) -> Certificate:
 
 def kkt_residual(codes, corr, lam, atom_mask=None) -> Float[Array, "*batch"]:
     r"""$\| a - \max(0, a + g - \lambda) \|$ per signal: zero iff the KKT conditions hold."""
-    lam = jnp.asarray(lam, corr.dtype)[..., None]
+    lam = jnp.broadcast_to(jnp.asarray(lam, corr.dtype), corr.shape[:-1])[..., None]
     step = codes - jnp.maximum(0.0, codes + corr - lam)
     if atom_mask is not None:
         step = jnp.where(atom_mask, step, 0.0)
