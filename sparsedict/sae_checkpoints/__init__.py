@@ -9,9 +9,22 @@ SAE numbers next to the certificate; [`run_certify_sae`][sparsedict.sae_checkpoi
 is the command line's `certify --sae`.
 """
 
+from ._command import run_certify_sae as run_certify_sae
 from ._formats import activation_scale as activation_scale
 from ._formats import load_sae as load_sae
+from ._lam_for_l0 import lam_for_l0 as lam_for_l0
 from ._loaded import LoadedSAE as LoadedSAE
+from ._metrics import SAEMetrics as SAEMetrics
+from ._metrics import sae_metrics as sae_metrics
 from ._save import save_sae as save_sae
 
-__all__ = ["LoadedSAE", "activation_scale", "load_sae", "save_sae"]
+__all__ = [
+    "LoadedSAE",
+    "SAEMetrics",
+    "activation_scale",
+    "lam_for_l0",
+    "load_sae",
+    "run_certify_sae",
+    "sae_metrics",
+    "save_sae",
+]

@@ -1,4 +1,4 @@
-"""Save a [`TrainedSAE`][sparsedict.TrainedSAE] as a SAELens checkpoint folder.
+r"""Save a [`TrainedSAE`][sparsedict.TrainedSAE] as a SAELens checkpoint folder.
 
 sparsedict's SAE loss $\tfrac12\|x - \hat x\|^2 + \lambda\sum_k a_k \|d_k\|$ (per signal, batch
 mean) is SAELens' standard loss divided by two with `l1_coefficient = 2 lam`, so the folder loads
