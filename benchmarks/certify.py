@@ -61,6 +61,7 @@ def main():
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--lam", type=float, default=0.5)
     p.add_argument("--iterations", type=int, default=30)
+    p.add_argument("--max-support", type=int, default=None, help="default 4 l0")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = p.parse_args()
     name = "quick" if args.quick else args.setting
@@ -84,15 +85,20 @@ def main():
     print(f"setting {name}: d={s['d']} k={s['k']} n={s['n']} {s['dtype']}")
     print(f"chunked certify: {plan}")
     print(f"peer, in-memory certify (second order vmapped over atoms): about {in_memory:.1f} GiB")
-    meta = dict(setting=name, **s, lam=args.lam, machine=platform.processor() or platform.machine(),
+    support = args.max_support or 4 * s["l0"]
+    meta = dict(setting=name, **s, lam=args.lam, max_support=support,
+                machine=platform.processor() or platform.machine(),
                 cpus=os.cpu_count(), backend=jax.default_backend(),
                 planned_gib=plan.total / 2**30, in_memory_planned_gib=in_memory)  # fmt: skip
     if args.dry_run:
         return 0
+    from sparsedict import ActiveSet
+
+    solver = ActiveSet(max_support=support)
     X, D, b_dec = problem(s["d"], s["k"], s["n"], s["l0"], s["dtype"])
     t0 = time.perf_counter()
     cert = certify_chunked(X, D, args.lam, center=b_dec, chunk_size=s["chunk"],
-                           keep_residuals=True,
+                           keep_residuals=True, solver=solver,
                            progress=lambda i, n: print(f"  coded {i}/{n}", flush=True))  # fmt: skip
     first = time.perf_counter() - t0
     r = cert.report

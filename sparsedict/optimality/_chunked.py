@@ -114,7 +114,7 @@ def certify_chunked(
     center=None,
     chunk_size: int = 1024,
     keep_residuals: bool = False,
-    solver: str = "active_set",
+    solver="active_set",
     tol: float | None = None,
     max_steps: int = 1000,
     memory_limit: float | None = None,
@@ -130,7 +130,9 @@ def certify_chunked(
         chunk_size: signals coded at once; the last chunk is padded with zero signals (zero codes,
             no contribution) so every chunk shares one compiled program.
         keep_residuals: keep the residuals (n, d) and the active pairs for
-            [`block_ratio_matrix_free`][sparsedict.optimality._chunked.block_ratio_matrix_free].
+            `block_ratio_matrix_free`.
+        solver: as in `sparse_code` (a name or an instance, e.g. `ActiveSet(max_support=64)`:
+            a signal whose support does not fit is reported with its true gap, not hidden).
         memory_limit: bytes; refuse before starting when `plan_certify` predicts more.
         progress: called as `progress(signals_done, n)` after each chunk.
     """

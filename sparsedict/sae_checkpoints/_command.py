@@ -95,6 +95,7 @@ def run_certify_sae(
     memory_limit: float | None = None,
     scaling_factor: float | None = None,
     l0_sample: int = 4096,
+    max_support: int | None = None,
     out=print,
 ) -> int:
     """Certify an SAE checkpoint on signals; print the convention, report and metrics.
@@ -102,6 +103,8 @@ def run_certify_sae(
     `lam` (explicit) wins over `target_l0` (the lam whose exact codes have that mean L0, found
     on the first `l0_sample` signals), which wins over the checkpoint's implied lam. With
     `second_order`, the block test runs matrix-free on every atom, or on `atoms` only.
+    `max_support` caps the active-set solver's support buffer (default `min(k, d + 1)`): much
+    faster for wide SAEs, and a signal whose exact support does not fit shows in its gap.
     """
     try:
         sae = load_sae(sae_path, scaling_factor=scaling_factor)
@@ -246,6 +249,7 @@ if __name__ == "__main__":  # a stand-in until the CLI wires `certify --sae`
     p.add_argument("--fail-above", type=float)
     p.add_argument("--chunk-size", type=int, default=1024)
     p.add_argument("--first-order-only", action="store_true")
+    p.add_argument("--max-support", type=int)
     args = p.parse_args()
     sys.exit(
         run_certify_sae(

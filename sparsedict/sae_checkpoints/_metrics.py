@@ -63,7 +63,7 @@ class SAEMetrics:
 def sae_metrics(X, sae, lam, cert, *, chunk_size: int = 1024) -> SAEMetrics:
     """Metrics of `sae` (a `LoadedSAE`) on raw signals `X` (n, d), read by chunks.
 
-    `cert` is the [`certify_chunked`][sparsedict.optimality._chunked.certify_chunked] result for
+    `cert` is the `sparsedict.optimality._chunked.certify_chunked` result for
     `sae.D` on `X - sae.b_dec` at the same `lam` (its exact codes' objective and usage).
     """
     n, d = X.shape
