@@ -296,3 +296,17 @@ def test_run_certify_sae_json_plot_and_exit_status(trained, tmp_path):
                            second_order=False, out=lines.append) == 1  # fmt: skip
     assert run_certify_sae(tmp_path / "sae", tmp_path / "X.npy", target_l0=3.0,
                            second_order=False, out=lines.append) == 0  # fmt: skip
+
+
+def test_run_certify_sae_topk_needs_lam(trained, tmp_path):
+    X, t = trained
+    sae = t.sae
+    _write_sparsify(tmp_path / "sae", np.asarray(sae.W_enc), np.asarray(sae.b_enc),
+                    np.asarray(sae.D), np.asarray(sae.b_dec), k_top=3)  # fmt: skip
+    np.save(tmp_path / "X.npy", X)
+    lines = []
+    assert run_certify_sae(tmp_path / "sae", tmp_path / "X.npy", out=lines.append) == 2
+    assert "pass lam or target_l0" in lines[-1]
+    np.save(tmp_path / "bad.npy", X[:, :5])
+    assert run_certify_sae(tmp_path / "sae", tmp_path / "bad.npy", lam=0.2, out=lines.append) == 2
+    assert "expects (n, 10)" in lines[-1]

@@ -167,7 +167,10 @@ def _torch_load(path):
                 "(or pip install 'sparsedict[torch]')"
             ) from plain_error
         state = torch.load(path, map_location="cpu", weights_only=True)
-        return {k: v.detach().float().numpy() for k, v in state.items()}
+        return {
+            k: v.detach().double().numpy() if v.is_floating_point() else v.detach().numpy()
+            for k, v in state.items()
+        }
 
 
 def _dictionary_learning(path, scaling_factor):
