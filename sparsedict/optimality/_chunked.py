@@ -87,6 +87,25 @@ def _chunk_sums(X, D, codes, lam, valid, kink_level):
     )
 
 
+_FALLBACK_ROWS = 64
+
+
+def _resolve_unconverged(rows, D, lam, result, fallback, tol, max_steps):
+    """Codes of a chunk, with the unconverged signals re-solved by `fallback` in fixed blocks."""
+    bad = np.flatnonzero(~np.asarray(result.converged))
+    if fallback is None or bad.size == 0:
+        return result.codes
+    codes = np.array(result.codes)
+    for start in range(0, bad.size, _FALLBACK_ROWS):
+        idx = bad[start : start + _FALLBACK_ROWS]
+        buf = np.zeros((_FALLBACK_ROWS, rows.shape[1]), rows.dtype)
+        init = np.zeros((_FALLBACK_ROWS, codes.shape[1]), codes.dtype)
+        buf[: idx.size], init[: idx.size] = rows[idx], codes[idx]
+        again = sparse_code(buf, D, lam, solver=fallback, tol=tol, max_steps=max_steps, init=init)
+        codes[idx] = np.asarray(again.codes)[: idx.size]
+    return jnp.asarray(codes)
+
+
 def _rows(X, start, stop, dtype):
     return np.asarray(X[start:stop], dtype=dtype)
 
@@ -119,6 +138,8 @@ def certify_chunked(
     max_steps: int = 1000,
     memory_limit: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    fallback="fista",
+    fallback_steps: int = 20000,
 ) -> ChunkedCertificate:
     r"""First-order certificate of unit-norm atoms `D` (k, d) on signals `X` (n, d), by chunks.
 
@@ -133,6 +154,9 @@ def certify_chunked(
             `block_ratio_matrix_free`.
         solver: as in `sparse_code` (a name or an instance, e.g. `ActiveSet(max_support=64)`:
             a signal whose support does not fit is reported with its true gap, not hidden).
+        fallback: the solver that re-solves, warm-started, the signals `solver` left unconverged
+            (an active set whose support buffer is too small), `_FALLBACK_ROWS` at a time; None
+            keeps them as they are (their gaps say how far they are).
         memory_limit: bytes; refuse before starting when `plan_certify` predicts more.
         progress: called as `progress(signals_done, n)` after each chunk.
     """
@@ -176,7 +200,8 @@ def certify_chunked(
         if pad:
             rows = np.concatenate([rows, np.zeros((pad, d), dtype)])
         valid = jnp.arange(chunk_size) < (stop - start)
-        codes = sparse_code(rows, D, lam_arr, solver=solver, tol=tol, max_steps=max_steps).codes
+        result = sparse_code(rows, D, lam_arr, solver=solver, tol=tol, max_steps=max_steps)
+        codes = _resolve_unconverged(rows, D, lam_arr, result, fallback, tol, fallback_steps)
         out = _chunk_sums(jnp.asarray(rows), D, codes, lam_arr, valid, kink_level)
         m = stop - start
         for key in acc:
