@@ -71,10 +71,14 @@ def main():
     p.add_argument("--lam", type=float, default=0.5)
     p.add_argument("--iterations", type=int, default=30)
     p.add_argument("--max-support", type=int, default=None, help="default 4 l0")
+    p.add_argument("--n", type=int, default=None, help="override the setting's n (a timing sample)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = p.parse_args()
     name = "quick" if args.quick else args.setting
-    s = SETTINGS[name]
+    s = dict(SETTINGS[name])
+    if args.n is not None:
+        s["n"] = args.n
+        name = f"{name}_n{args.n}"
     if s["dtype"] == "float64":
         import jax
 

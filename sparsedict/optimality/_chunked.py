@@ -52,14 +52,17 @@ class MemoryPlan:
 
 
 def plan_certify(n, d, k, *, chunk_size, itemsize=8, mean_l0=64, second_order=True, block=4):
-    """The memory a chunked certify needs (the largest arrays alive at once; no solver scratch
-    beyond the active-set factor of `min(k, d + 1)` slots per signal)."""
+    """The memory a chunked certify needs: the largest arrays alive at once (a chunk's codes and
+    correlations, the active-set factors of `min(k, d + 1)` slots per signal, the Gram matrix, the
+    kept residuals and active pairs). The runtime itself (about 0.5 GiB for Python and JAX on a
+    CPU) and compilation scratch are not included."""
     support = min(k, d + 1)
     chunk = chunk_size * (4 * k + d + support * support) * itemsize
     res = n * d * itemsize if second_order else 0
     pairs = n * mean_l0 * (8 + 8) if second_order else 0
     pair_block = 16384 * d * (block + 1) * itemsize if second_order else 0
     atoms = k * d * itemsize * (6 + (3 * block if second_order else 0))
+    atoms += 2 * k * k * itemsize  # the Gram matrix of the active-set solver, and a copy
     return MemoryPlan(chunk, res, pairs + pair_block, atoms)
 
 
