@@ -141,7 +141,7 @@ def certify_chunked(
     max_steps: int = 1000,
     memory_limit: float | None = None,
     progress: Callable[[int, int], None] | None = None,
-    fallback="fista",
+    fallback="active_set",
     fallback_steps: int = 20000,
 ) -> ChunkedCertificate:
     r"""First-order certificate of unit-norm atoms `D` (k, d) on signals `X` (n, d), by chunks.
@@ -158,8 +158,10 @@ def certify_chunked(
         solver: as in `sparse_code` (a name or an instance, e.g. `ActiveSet(max_support=64)`:
             a signal whose support does not fit is reported with its true gap, not hidden).
         fallback: the solver that re-solves, warm-started, the signals `solver` left unconverged
-            (an active set whose support buffer is too small), `_FALLBACK_ROWS` at a time; None
-            keeps them as they are (their gaps say how far they are).
+            (an active set whose support buffer is too small), `_FALLBACK_ROWS` at a time: by
+            default the active set with its full buffer, whose codes have exact zeros (the
+            block test counts every positive code as active); None keeps them as they are
+            (their gaps say how far they are).
         memory_limit: bytes; refuse before starting when `plan_certify` predicts more.
         progress: called as `progress(signals_done, n)` after each chunk.
     """
