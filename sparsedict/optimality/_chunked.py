@@ -1,0 +1,361 @@
+r"""Certify a dictionary over chunks of signals: memory holds one chunk's codes, never n x k x d.
+
+**First order** (THEORY 1-3). Each chunk of signals is coded exactly and only sums leave it: the
+per-atom sums $s_k = \sum_i a_{ik} r_i$, masses $m_k = \sum_i a_{ik}$, $\sum_i a_{ik}^2$ (for
+the 2.3 alignment), the usage counts, the objective, the per-signal KKT residuals and gaps, and
+the largest residual (free-atom test). The report is the in-memory
+[`residuals`][sparsedict.optimality.residuals]`(..., second_order=False)` (unit weights).
+
+**Second order, matrix-free** (THEORY 4.1). $\lambda_{\max}(P_k C_k P_k)$ with
+$C_k = \sum_{i \in \mathcal A_k} e_{ik} e_{ik}^\top$ needs only products: for a tangent $u$
+($u \perp d_k$), $e_{ik}\cdot u = r_i \cdot u$, so $P_k C_k P_k u = P_k \sum_{i \in \mathcal A_k}
+(r_i \cdot u)\, r_i$, a sum over the active pairs $(i, k)$ alone. The residuals (n, d) and the
+active pairs are kept from the first pass; a block power (subspace) iteration with `block`
+vectors per atom and a final Rayleigh-Ritz step gives the top eigenvalue of every atom at once.
+"""
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+from .._coding._driver import sparse_code
+from .._objective import certificate, kkt_residual, residual
+from ._report import AtomResiduals, FreeAtom, OptimalityReport, SignalResiduals
+from ._second_order import _KINK_EPS
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryPlan:
+    """Predicted peak memory of a chunked certify, in bytes, by part."""
+
+    chunk_codes: int
+    residuals: int
+    active_pairs: int
+    atoms: int
+
+    @property
+    def total(self) -> int:
+        return self.chunk_codes + self.residuals + self.active_pairs + self.atoms
+
+    def __str__(self) -> str:
+        g = 2.0**30
+        return (
+            f"predicted peak {self.total / g:.2f} GiB (chunk codes {self.chunk_codes / g:.2f}, "
+            f"residuals {self.residuals / g:.2f}, active pairs {self.active_pairs / g:.2f}, "
+            f"atoms {self.atoms / g:.2f})"
+        )
+
+
+def plan_certify(n, d, k, *, chunk_size, itemsize=8, mean_l0=64, second_order=True, block=4):
+    """The memory a chunked certify needs: the largest arrays alive at once (a chunk's codes and
+    correlations, the active-set factors of `min(k, d + 1)` slots per signal, the Gram matrix, the
+    kept residuals and active pairs). The runtime itself (about 0.5 GiB for Python and JAX on a
+    CPU) and compilation scratch are not included."""
+    support = min(k, d + 1)
+    chunk = chunk_size * (4 * k + d + support * support) * itemsize
+    res = n * d * itemsize if second_order else 0
+    pairs = n * mean_l0 * (8 + 8) if second_order else 0
+    pair_block = 16384 * d * (block + 1) * itemsize if second_order else 0
+    atoms = k * d * itemsize * (6 + (3 * block if second_order else 0))
+    atoms += 2 * k * k * itemsize  # the Gram matrix of the active-set solver, and a copy
+    return MemoryPlan(chunk, res, pairs + pair_block, atoms)
+
+
+@eqx.filter_jit
+def _chunk_sums(X, D, codes, lam, valid, kink_level):
+    """What one chunk contributes: per-atom sums, per-signal certificates, the active pairs."""
+    codes = jnp.where(valid[:, None], codes, 0.0)
+    R = residual(X, D, codes)
+    corr = R @ D.T
+    cert = certificate(X, D, codes, lam)
+    active = ((codes > 0) | (corr >= kink_level)) & valid[:, None]
+    return dict(
+        s=codes.T @ R,
+        mass=jnp.sum(codes, axis=0),
+        sumsq=jnp.sum(codes * codes, axis=0),
+        usage=jnp.sum(codes > 0, axis=0),
+        kkt=kkt_residual(codes, corr, lam),
+        gap=cert.gap,
+        relative_gap=cert.relative_gap,
+        primal=cert.primal,
+        residual_norm=jnp.linalg.norm(R, axis=-1),
+        R=R,
+        active=active,
+        l0=jnp.sum(codes > 0, axis=-1),
+    )
+
+
+_FALLBACK_ROWS = 64
+
+
+def _resolve_unconverged(rows, D, lam, result, fallback, tol, max_steps):
+    """Codes of a chunk, with the unconverged signals re-solved by `fallback` in fixed blocks."""
+    bad = np.flatnonzero(~np.asarray(result.converged))
+    if fallback is None or bad.size == 0:
+        return result.codes
+    codes = np.array(result.codes)
+    for start in range(0, bad.size, _FALLBACK_ROWS):
+        idx = bad[start : start + _FALLBACK_ROWS]
+        buf = np.zeros((_FALLBACK_ROWS, rows.shape[1]), rows.dtype)
+        init = np.zeros((_FALLBACK_ROWS, codes.shape[1]), codes.dtype)
+        buf[: idx.size], init[: idx.size] = rows[idx], codes[idx]
+        again = sparse_code(buf, D, lam, solver=fallback, tol=tol, max_steps=max_steps, init=init)
+        codes[idx] = np.asarray(again.codes)[: idx.size]
+    return jnp.asarray(codes)
+
+
+def _rows(X, start, stop, dtype):
+    return np.asarray(X[start:stop], dtype=dtype)
+
+
+@dataclasses.dataclass
+class ChunkedCertificate:
+    """The first-order report (as `residuals(..., second_order=False)`), plus what the chunks
+    saw: `usage` (signals using each atom, for L0 and unused atoms), `l0` per signal, and, when
+    asked, the residuals and active pairs that the matrix-free block test runs on."""
+
+    report: OptimalityReport
+    usage: np.ndarray
+    l0: np.ndarray
+    sumsq: np.ndarray
+    residuals: np.ndarray | None = None
+    active: sp.csr_matrix | None = None
+    seconds: float = 0.0
+
+
+def certify_chunked(
+    X,
+    D,
+    lam,
+    *,
+    center=None,
+    chunk_size: int = 1024,
+    keep_residuals: bool = False,
+    solver="active_set",
+    tol: float | None = None,
+    max_steps: int = 1000,
+    memory_limit: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    fallback="active_set",
+    fallback_steps: int = 20000,
+) -> ChunkedCertificate:
+    r"""First-order certificate of unit-norm atoms `D` (k, d) on signals `X` (n, d), by chunks.
+
+    Arguments:
+        X: an array or anything sliceable by rows (a memory-mapped `.npy`, `np.load(mmap_mode=
+            "r")`); rows are read one chunk at a time and cast to the dtype of `D`.
+        D: unit-norm atoms (k, d). lam: scalar > 0. center: optional (d,) subtracted from every
+            signal (an SAE's `b_dec`).
+        chunk_size: signals coded at once; the last chunk is padded with zero signals (zero codes,
+            no contribution) so every chunk shares one compiled program.
+        keep_residuals: keep the residuals (n, d) and the active pairs for
+            `block_ratio_matrix_free`.
+        solver: as in `sparse_code` (a name or an instance, e.g. `ActiveSet(max_support=64)`:
+            a signal whose support does not fit is reported with its true gap, not hidden).
+        fallback: the solver that re-solves, warm-started, the signals `solver` left unconverged
+            (an active set whose support buffer is too small), `_FALLBACK_ROWS` at a time: by
+            default the active set with its full buffer, whose codes have exact zeros (the
+            block test counts every positive code as active); None keeps them as they are
+            (their gaps say how far they are).
+        memory_limit: bytes; refuse before starting when `plan_certify` predicts more.
+        progress: called as `progress(signals_done, n)` after each chunk.
+    """
+    t0 = time.perf_counter()
+    D = jnp.asarray(D)
+    dtype = D.dtype
+    k, d = D.shape
+    n = X.shape[0]
+    if X.shape[1] != d:
+        raise ValueError(f"X has {X.shape[1]} features but D has {d}")
+    if memory_limit is not None:
+        plan = plan_certify(
+            n, d, k, chunk_size=chunk_size, itemsize=dtype.itemsize, second_order=keep_residuals
+        )
+        if plan.total > memory_limit:
+            raise MemoryError(
+                f"certify would need {plan}, above the limit of {memory_limit / 2**30:.2f} GiB; "
+                "lower chunk_size, or skip the second-order tests"
+            )
+    center = None if center is None else np.asarray(center, dtype)
+    lam_arr = jnp.asarray(lam, dtype)
+    # The kink level of the block test is set by the largest signal norm (one cheap pass).
+    scale = 0.0
+    for start in range(0, n, chunk_size):
+        rows = _rows(X, start, min(n, start + chunk_size), dtype)
+        if center is not None:
+            rows = rows - center
+        scale = max(scale, float(np.max(np.linalg.norm(rows, axis=1), initial=0.0)))
+    kink_level = lam_arr - _KINK_EPS * jnp.finfo(dtype).eps * scale
+
+    acc = {key: 0.0 for key in ("s", "mass", "sumsq", "usage")}
+    per_signal = {key: [] for key in ("kkt", "gap", "relative_gap", "primal", "residual_norm")}
+    l0, res_parts, act_parts = [], [], []
+    best_norm, best_signal, best_residual = -1.0, 0, np.zeros(d, dtype)
+    for start in range(0, n, chunk_size):
+        stop = min(n, start + chunk_size)
+        rows = _rows(X, start, stop, dtype)
+        if center is not None:
+            rows = rows - center
+        pad = chunk_size - (stop - start)
+        if pad:
+            rows = np.concatenate([rows, np.zeros((pad, d), dtype)])
+        valid = jnp.arange(chunk_size) < (stop - start)
+        result = sparse_code(rows, D, lam_arr, solver=solver, tol=tol, max_steps=max_steps)
+        codes = _resolve_unconverged(rows, D, lam_arr, result, fallback, tol, fallback_steps)
+        out = _chunk_sums(jnp.asarray(rows), D, codes, lam_arr, valid, kink_level)
+        m = stop - start
+        for key in acc:
+            acc[key] = acc[key] + np.asarray(out[key])
+        for key in per_signal:
+            per_signal[key].append(np.asarray(out[key])[:m])
+        l0.append(np.asarray(out["l0"])[:m])
+        norms = per_signal["residual_norm"][-1]
+        j = int(np.argmax(norms))
+        if norms[j] > best_norm:
+            best_norm, best_signal = float(norms[j]), start + j
+            best_residual = np.asarray(out["R"])[j]
+        if keep_residuals:
+            res_parts.append(np.asarray(out["R"])[:m])
+            act_parts.append(sp.csr_matrix(np.asarray(out["active"])[:m]))
+        if progress is not None:
+            progress(stop, n)
+
+    lam_f = float(lam)
+    W = float(n)
+    Dn = np.asarray(D)
+    s = np.asarray(acc["s"])
+    mass = np.asarray(acc["mass"])
+    grad = -s / W
+    used = mass > 0
+    normal = np.sum(Dn * grad, axis=-1)
+    riemannian = grad - normal[:, None] * Dn
+    nu = np.sum(Dn * s, axis=-1)
+    safe = np.where(used, mass, 1.0)[:, None]
+    mean_residual = np.where(used[:, None], s / safe, 0.0)
+    constraint = np.where(used, np.linalg.norm(mean_residual - lam_f * Dn, axis=-1), 0.0)
+    q = s + np.asarray(acc["sumsq"])[:, None] * Dn
+    q_norm = np.linalg.norm(q, axis=-1)
+    alignment = np.where(used, np.sum(q * Dn, axis=-1) / np.where(used, q_norm, 1.0), 1.0)
+    atoms = AtomResiduals(
+        mass=mass,
+        gradient=grad,
+        riemannian_gradient=riemannian,
+        gradient_norm=np.linalg.norm(riemannian, axis=-1),
+        multiplier=nu,
+        would_shrink=used & (nu < 0),
+        constraint=constraint,
+        relative_constraint=constraint / lam_f,
+        alignment=alignment,
+        dead=~used,
+        masked=np.zeros(k, bool),
+    )
+    signals = SignalResiduals(**{key: np.concatenate(v) for key, v in per_signal.items()})
+    direction = best_residual / best_norm if best_norm > 0 else np.zeros(d, dtype)
+    free = FreeAtom(
+        ratio=np.asarray(best_norm / lam_f),
+        signal=np.asarray(best_signal),
+        direction=direction,
+        slope=np.asarray((lam_f - best_norm) / W),
+    )
+    report = OptimalityReport(
+        objective=np.asarray(np.sum(signals.primal) / W),
+        lam=np.asarray(lam_f),
+        signals=signals,
+        atoms=atoms,
+        free_atom=free,
+    )
+    return ChunkedCertificate(
+        report=report,
+        usage=np.asarray(acc["usage"]).astype(np.int64),
+        l0=np.concatenate(l0),
+        sumsq=np.asarray(acc["sumsq"]),
+        residuals=np.concatenate(res_parts) if keep_residuals else None,
+        active=sp.vstack(act_parts).tocsr() if keep_residuals else None,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _tangent(Q, D):
+    """Project each atom's block (k, d, b) on the tangent space of its atom."""
+    return Q - D[:, :, None] * np.einsum("kd,kdb->kb", D, Q)[:, None, :]
+
+
+def _products(Q, D, R, rows, cols, pair_block):
+    """`P_k C_k P_k q` for every atom and block column: sums over the active pairs only."""
+    Q = _tangent(Q, D)
+    k, d, b = Q.shape
+    out = np.zeros_like(Q)
+    n = R.shape[0]
+    for start in range(0, rows.size, pair_block):
+        r = rows[start : start + pair_block]
+        c = cols[start : start + pair_block]
+        g = np.einsum("pd,pdb->pb", R[r], Q[c])  # (pairs, b): r_i . u
+        for j in range(b):
+            M = sp.csr_matrix((g[:, j], (r, c)), shape=(n, k))
+            out[:, :, j] += M.T @ R
+    return _tangent(out, D)
+
+
+def block_ratio_matrix_free(
+    cert: ChunkedCertificate,
+    D,
+    lam,
+    *,
+    atoms=None,
+    block: int = 4,
+    iterations: int = 60,
+    seed: int = 0,
+    pair_block: int = 16384,
+    progress: Callable[[int, int], None] | None = None,
+):
+    r"""THEORY 4.1's ratio $\lambda_{\max}(P_k C_k P_k) / \mu_k$ for every atom (or `atoms`),
+    from the residuals and active pairs of a `certify_chunked(..., keep_residuals=True)`.
+
+    Subspace iteration with `block` tangent vectors per atom, then Rayleigh-Ritz; each iteration
+    costs one pass over the active pairs (about $2\,\mathrm{nnz}\, d\, b$ flops), never a
+    $d \times d$ matrix per atom. Returns `(ratio (k,), top eigenvalue (k,))`; unused atoms get 0.
+    """
+    if cert.residuals is None or cert.active is None:
+        raise ValueError("run certify_chunked(..., keep_residuals=True) first")
+    D = np.asarray(D, np.float64)
+    R = np.asarray(cert.residuals, np.float64)
+    active = cert.active.tocoo()
+    rows, cols = active.row.astype(np.int64), active.col.astype(np.int64)
+    chosen = np.arange(D.shape[0]) if atoms is None else np.asarray(atoms)
+    keep = np.isin(cols, chosen)
+    rows, cols = rows[keep], cols[keep]
+    order = np.argsort(rows, kind="stable")
+    rows, cols = rows[order], cols[order]
+    k, d = D.shape
+    b = max(1, min(block, d - 1))
+    Q = _tangent(np.random.default_rng(seed).standard_normal((k, d, b)), D)
+    Q = np.linalg.qr(Q)[0]
+    for it in range(iterations):
+        Q = np.linalg.qr(_products(Q, D, R, rows, cols, pair_block))[0]
+        Q = _tangent(Q, D)
+        Q = np.linalg.qr(Q)[0]
+        if progress is not None:
+            progress(it + 1, iterations + 1)
+    AQ = _products(Q, D, R, rows, cols, pair_block)
+    H = np.einsum("kdb,kdc->kbc", Q, AQ)
+    top = np.linalg.eigvalsh(0.5 * (H + np.swapaxes(H, 1, 2)))[:, -1]
+    mu = _mu(cert, lam)
+    used = mu > 0
+    ratio = np.where(used, top / np.where(used, mu, 1.0), 0.0)
+    if atoms is not None:
+        mask = np.zeros(k, bool)
+        mask[chosen] = True
+        ratio, top = np.where(mask, ratio, np.nan), np.where(mask, top, np.nan)
+    if progress is not None:
+        progress(iterations + 1, iterations + 1)
+    return ratio, top
+
+
+def _mu(cert, lam):
+    """$\\mu_k = \\sum_i a_{ik}(a_{ik} + \\lambda) = \\sum_i a_{ik}^2 + \\lambda m_k$."""
+    return cert.sumsq + float(lam) * np.asarray(cert.report.atoms.mass)

@@ -1,0 +1,266 @@
+"""`sparsedict certify --sae PATH --data FILE`: the command's logic, as a function with an exit
+status (0: done; 1: the worst relative stationarity exceeds `fail_above`; 2: bad input)."""
+
+import dataclasses
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+
+from ..optimality._chunked import block_ratio_matrix_free, certify_chunked, plan_certify
+from ..optimality._report import format_report
+from ._formats import load_sae
+from ._lam_for_l0 import lam_for_l0
+from ._metrics import sae_metrics
+from ._safetensors_io import read_safetensors
+
+
+def open_signals(path):
+    """Rows of a `.npy` (memory-mapped), `.npz` or `.safetensors` holding one (n, d) array."""
+    path = os.fspath(path)
+    if path.endswith(".npy"):
+        return np.load(path, mmap_mode="r")
+    if path.endswith(".npz"):
+        with np.load(path) as z:
+            if len(z.files) != 1:
+                raise ValueError(f"{path} holds several arrays {z.files}; save one (n, d) array")
+            return z[z.files[0]]
+    if path.endswith(".safetensors"):
+        tensors = read_safetensors(path)
+        if len(tensors) != 1:
+            raise ValueError(f"{path} holds several tensors {sorted(tensors)}; save one")
+        return next(iter(tensors.values())).astype(np.float32)
+    raise ValueError(f"{path}: expected a .npy, .npz or .safetensors file of signals (n, d)")
+
+
+def _progress(out, label):
+    state = {"last": -1}
+
+    def report(done, total):
+        pct = int(100 * done / total)
+        if pct // 10 != state["last"] // 10 or done == total:
+            state["last"] = pct
+            out(f"  {label}: {done}/{total} ({pct}%)")
+
+    return report
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if x is None or isinstance(x, str | bool | int):
+        return x
+    a = np.asarray(x)
+    if a.dtype.kind == "b":
+        return a.tolist()
+    if a.dtype.kind in "iu":
+        return a.tolist()
+    return np.where(np.isfinite(a), a, None).tolist() if a.ndim else float(a)
+
+
+def _plot(path, usage, stationarity, block):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    used = usage > 0
+    colour = None if block is None else np.where(block[used] > 1, "tab:red", "tab:blue")
+    ax.scatter(usage[used], stationarity[used], s=6, c=colour)
+    ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=1e-8)
+    ax.set_xlabel("signals using the atom (exact codes)")
+    ax.set_ylabel("|s_k/m_k - lam d_k| / lam")
+    ax.set_title("per-atom stationarity" + ("" if block is None else " (red: saddle)"))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_certify_sae(
+    sae_path,
+    data_path,
+    lam=None,
+    target_l0=None,
+    json_path=None,
+    plot_path=None,
+    fail_above=None,
+    chunk_size: int = 1024,
+    second_order: bool = True,
+    atoms=None,
+    iterations: int = 60,
+    memory_limit: float | None = None,
+    scaling_factor: float | None = None,
+    l0_sample: int = 4096,
+    max_support: int | None = None,
+    out=print,
+) -> int:
+    """Certify an SAE checkpoint on signals; print the convention, report and metrics.
+
+    `lam` (explicit) wins over `target_l0` (the lam whose exact codes have that mean L0, found
+    on the first `l0_sample` signals), which wins over the checkpoint's implied lam. With
+    `second_order`, the block test runs matrix-free on every atom, or on `atoms` only.
+    `max_support` caps the active-set solver's support buffer (default `min(k, d + 1)`): much
+    faster for wide SAEs, and a signal whose exact support does not fit shows in its gap.
+    """
+    try:
+        sae = load_sae(sae_path, scaling_factor=scaling_factor)
+        X = open_signals(data_path)
+    except (OSError, ValueError) as e:
+        out(f"error: {e}")
+        return 2
+    if X.ndim != 2 or X.shape[1] != sae.d:
+        out(f"error: {data_path} has shape {X.shape}; the SAE expects (n, {sae.d})")
+        return 2
+    dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
+    D = sae.D.astype(dtype)
+    out(f"SAE: {sae.library} {sae.activation}, k = {sae.k}, d = {sae.d}; data: n = {X.shape[0]}")
+    if lam is not None:
+        convention = f"lam = {lam:g} given on the command line"
+    elif target_l0 is not None:
+        sample = sae.centre(np.asarray(X[:l0_sample], np.float64)).astype(dtype)
+        lam, l0 = lam_for_l0(sample, D, target_l0)
+        convention = (
+            f"lam = {lam:.6g}: exact codes have mean L0 {l0:.2f} (target {target_l0:g}, "
+            f"{sample.shape[0]} signals)"
+        )
+    elif sae.lam is not None:
+        lam, convention = sae.lam, sae.lam_convention
+    else:
+        out(f"error: {sae.lam_convention}")
+        return 2
+    out(f"convention: {convention}")
+    out("data centred by b_dec" + ("" if np.any(sae.b_dec) else " (b_dec = 0)"))
+    plan = plan_certify(
+        X.shape[0],
+        sae.d,
+        sae.k,
+        chunk_size=chunk_size,
+        itemsize=np.dtype(dtype).itemsize,
+        second_order=second_order,
+    )
+    out(f"memory: {plan}")
+    try:
+        cert = certify_chunked(
+            X,
+            D,
+            lam,
+            center=sae.b_dec.astype(dtype),
+            chunk_size=chunk_size,
+            keep_residuals=second_order,
+            memory_limit=memory_limit,
+            progress=_progress(out, "exact codes"),
+        )
+    except MemoryError as e:
+        out(f"error: {e}")
+        return 2
+    report = cert.report
+    block = None
+    if second_order:
+        block, _ = block_ratio_matrix_free(
+            cert,
+            D,
+            lam,
+            atoms=atoms,
+            iterations=iterations,
+            progress=_progress(out, "block test"),
+        )
+        atoms_report = dataclasses.replace(report.atoms, block_ratio=np.nan_to_num(block))
+        report = dataclasses.replace(report, atoms=atoms_report)
+    metrics = sae_metrics(X, sae, lam, cert, chunk_size=chunk_size)
+    out(format_report(report))
+    worst = float(report.stationary_residual)
+    out(
+        f"SAE metrics: explained_variance {metrics.explained_variance:.4f} (exact codes "
+        f"{metrics.explained_variance_exact:.4f}), mse {metrics.mse:.4g}, cossim "
+        f"{metrics.cossim:.4f}, l0 {metrics.l0:.2f} (exact {metrics.l0_exact:.2f}), "
+        f"dead_latents {metrics.dead_latents} (encoder), unused_atoms {metrics.unused_atoms} "
+        f"(exact codes), amortisation gap {metrics.amortisation_gap:.4g}, |mean residual| "
+        f"{metrics.mean_residual_norm:.3g}"
+    )
+    out(f"worst relative stationarity {worst:.3e}; certify took {cert.seconds:.1f} s")
+    if json_path is not None:
+        a = report.atoms
+        payload = {
+            "sae": {
+                "path": os.fspath(sae_path),
+                "library": sae.library,
+                "activation": sae.activation,
+                "k": sae.k,
+                "d": sae.d,
+            },
+            "lam": float(lam),
+            "convention": convention,
+            "summary": {
+                "objective": float(report.objective),
+                "worst_relative_stationarity": worst,
+                "max_kkt": float(np.max(report.signals.kkt)),
+                "max_gap": float(np.max(report.signals.gap)),
+                "free_atom_ratio": float(report.free_atom.ratio),
+                "saddles": None if block is None else int(np.sum(np.nan_to_num(block) > 1)),
+                **metrics.summary(),
+            },
+            "per_atom": {
+                "mass": a.mass,
+                "relative_constraint": a.relative_constraint,
+                "gradient_norm": a.gradient_norm,
+                "multiplier": a.multiplier,
+                "alignment": a.alignment,
+                "unused": a.dead,
+                "norm": sae.norms,
+                "block_ratio": block,
+                **metrics.per_atom(),
+            },
+            "per_signal": {
+                "gap": report.signals.gap,
+                "kkt": report.signals.kkt,
+                "amortisation_gap": metrics.amortisation_gap_per_signal,
+                "l0_encoder": metrics.l0_per_signal,
+                "l0_exact": cert.l0,
+            },
+            "mean_residual": metrics.mean_residual,
+        }
+        payload["per_atom"] = {k: v for k, v in payload["per_atom"].items() if v is not None}
+        with open(json_path, "w") as f:
+            json.dump(_jsonable(payload), f)
+        out(f"wrote {json_path}")
+    if plot_path is not None:
+        _plot(plot_path, cert.usage, np.asarray(report.atoms.relative_constraint), block)
+        out(f"wrote {plot_path}")
+    if fail_above is not None and worst > fail_above:
+        out(f"FAIL: worst relative stationarity {worst:.3e} > {fail_above:g}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # a stand-in until the CLI wires `certify --sae`
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--sae", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--lam", type=float)
+    p.add_argument("--target-l0", type=float)
+    p.add_argument("--json")
+    p.add_argument("--plot")
+    p.add_argument("--fail-above", type=float)
+    p.add_argument("--chunk-size", type=int, default=1024)
+    p.add_argument("--first-order-only", action="store_true")
+    p.add_argument("--max-support", type=int)
+    args = p.parse_args()
+    sys.exit(
+        run_certify_sae(
+            args.sae,
+            args.data,
+            args.lam,
+            args.target_l0,
+            args.json,
+            args.plot,
+            args.fail_above,
+            args.chunk_size,
+            not args.first_order_only,
+        )
+    )
