@@ -4,6 +4,7 @@ import importlib.metadata
 
 from . import datasets as datasets
 from . import optimality as optimality
+from . import sae_checkpoints as sae_checkpoints
 from . import streaming as streaming
 from . import wide_limit as wide_limit
 from ._coding._active_set import ActiveSet as ActiveSet
@@ -31,6 +32,9 @@ from ._sweep._engine import plan_sweep as plan_sweep
 from ._sweep._engine import run_sweep as run_sweep
 from ._sweep._memory import SweepDoesNotFit as SweepDoesNotFit
 from ._sweep._spec import SweepSpec as SweepSpec
+from .sae_checkpoints import lam_for_l0 as lam_for_l0
+from .sae_checkpoints import load_sae as load_sae
+from .sae_checkpoints import save_sae as save_sae
 
 try:  # the version is written once, in pyproject.toml
     __version__ = importlib.metadata.version("sparsedict")
@@ -56,12 +60,16 @@ __all__ = [
     "duality_gap",
     "implicit_codes",
     "kkt_residual",
+    "lam_for_l0",
     "lam_max",
     "lasso_value",
     "learn_dictionary",
+    "load_sae",
     "optimality",
     "plan_sweep",
     "run_sweep",
+    "sae_checkpoints",
+    "save_sae",
     "sparse_code",
     "streaming",
     "train_sae",

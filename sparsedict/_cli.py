@@ -53,20 +53,41 @@ def _demo(args) -> int:
     return 0 if bool(result.converged.all()) else 1
 
 
-def _ints(text):
-    return tuple(int(v) for v in text.split(","))
+def _parsed(kind, parse):
+    """An argparse type: `parse(text)`, with argparse's one-line error naming the flag."""
+
+    def convert(text):
+        try:
+            return parse(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+
+    convert.__name__ = kind
+    return convert
 
 
-def _floats(text):
-    return tuple(float(v) for v in text.split(","))
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
 
 
-def _bytes(text):
+def _bytes_value(text):
     """'4GB', '512MiB', '1e9' -> bytes."""
     units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
     text = text.strip().lower().removesuffix("b").removesuffix("i")
     scale = units.get(text[-1:], 1)
-    return int(float(text[:-1] if text[-1:] in units else text) * scale)
+    value = float(text[:-1] if text[-1:] in units else text) * scale
+    if not value > 0:
+        raise ValueError(text)
+    return int(value)
+
+
+_ints = _parsed("comma-separated integers", lambda t: tuple(int(v) for v in t.split(",")))
+_floats = _parsed("comma-separated numbers", lambda t: tuple(float(v) for v in t.split(",")))
+_bytes = _parsed("a size such as 12GB, 512MiB or 1e9", _bytes_value)
+_count = _parsed("a positive integer", _positive)
 
 
 def _sweep(args) -> int:
@@ -119,7 +140,7 @@ def _sweep_on_this_host(args) -> int:
     # every option named like a SweepSpec field sets it (--max-steps -> max_steps, ...)
     fields = [f.name for f in dataclasses.fields(sd.SweepSpec) if f.name in vars(args)]
     spec = sd.SweepSpec(**{name: getattr(args, name) for name in fields})
-    budget = None if args.memory_budget is None else _bytes(args.memory_budget)
+    budget = args.memory_budget
     if args.dry_run:
         print(sd.plan_sweep(X, spec, memory_budget=budget, member_batch=args.member_batch))
         return 0
@@ -173,6 +194,10 @@ def _sweep_on_this_host(args) -> int:
 
 
 def _certify(args) -> int:
+    if args.sae is not None:
+        return _certify_sae(args)
+    if args.dictionary is None or args.lam is None:
+        raise UsageError("certify needs --dictionary and --lam (or --sae for an SAE checkpoint)")
     dtype = _float_dtype(args)
     import numpy as np
 
@@ -182,14 +207,25 @@ def _certify(args) -> int:
     X = np.asarray(sd.streaming.load_array(args.data, key=args.data_key), dtype)
     if args.transpose:
         D = D.T
+    d = X.shape[-1]
+    if D.ndim != 2 or D.shape[1] != d:
+        hint = (
+            "; it looks transposed (atoms as columns): rerun with --transpose"
+            if D.ndim == 2 and D.shape[0] == d
+            else ""
+        )
+        raise UsageError(
+            f"--dictionary {args.dictionary} has shape {D.shape}, but --data {args.data} has "
+            f"d = {d} features: the dictionary must be (k, {d}) with atoms as rows{hint}"
+        )
     norms = np.linalg.norm(D, axis=1)
     if args.normalize:
         D = D / np.where(norms > 0, norms, 1.0)[:, None]
     elif np.any(np.abs(norms - 1) > 1e-4):
-        raise SystemExit(
-            f"the dictionary's atoms (rows) are not unit norm (norms from {norms.min():.3g} to "
-            f"{norms.max():.3g}); rerun with --normalize to normalise them (codes are rescaled by "
-            "the same factors, the objective of THEORY assumes unit-norm atoms)"
+        raise UsageError(
+            f"--dictionary {args.dictionary}: the atoms (rows) are not unit norm (norms from "
+            f"{norms.min():.3g} to {norms.max():.3g}); rerun with --normalize to normalise them "
+            "(the objective of THEORY assumes unit-norm atoms)"
         )
     print(f"certify: dictionary {D.shape} (atoms as rows), data {X.shape}, lam={args.lam}")
     report = sd.optimality.certify(X, D, args.lam)
@@ -199,6 +235,39 @@ def _certify(args) -> int:
         f"wide-limit bound {bound:.6g}; objective - bound = {float(report.objective) - bound:.4g}"
     )
     return 0
+
+
+def _certify_sae(args) -> int:
+    _float_dtype(args)
+    from .sae_checkpoints import run_certify_sae
+
+    return run_certify_sae(
+        args.sae,
+        args.data,
+        lam=args.lam,
+        target_l0=args.target_l0,
+        json_path=args.json,
+        plot_path=args.plot,
+        fail_above=args.fail_above,
+        chunk_size=args.chunk_size,
+        second_order=not args.first_order_only,
+        max_support=args.max_support,
+        scaling_factor=args.scaling_factor,
+    )
+
+
+class UsageError(Exception):
+    """A user error the command line reports as one line, without a traceback."""
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of a user error, without the equinox/JAX traceback advice."""
+    text = str(error).strip() or type(error).__name__
+    if "EquinoxRuntimeError: " in text:  # a value check inside compiled code: keep its message
+        text = text.rsplit("EquinoxRuntimeError: ", 1)[1]
+    for marker in ("\n\n-------", "\n-------", "\nEquinoxRuntimeError", "\nThis error"):
+        text = text.split(marker)[0]
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _command(sub, name, run, *, help, description):
@@ -229,14 +298,14 @@ def main(argv=None) -> int:
         "codes, solve the nonnegative lasso for every signal, and print the per-signal "
         "certificates (duality gap, KKT residual, converged flag).",
     )
-    demo.add_argument("--n", type=int, default=2048, help="number of signals (default 2048)")
-    demo.add_argument("--d", type=int, default=64, help="signal dimension (default 64)")
-    demo.add_argument("--k", type=int, default=256, help="number of atoms (default 256)")
+    demo.add_argument("--n", type=_count, default=2048, help="number of signals (default 2048)")
+    demo.add_argument("--d", type=_count, default=64, help="signal dimension (default 64)")
+    demo.add_argument("--k", type=_count, default=256, help="number of atoms (default 256)")
     demo.add_argument("--density", type=float, default=0.07, help="fraction of active codes")
     demo.add_argument("--lam", type=float, default=0.2, help="L1 penalty (default 0.2)")
     demo.add_argument("--solver", default="active_set", choices=["active_set", "fista", "cd"])
     demo.add_argument("--tol", type=float, default=None, help="relative duality-gap tolerance")
-    demo.add_argument("--max-steps", type=int, default=1000, help="cap on solver steps")
+    demo.add_argument("--max-steps", type=_count, default=1000, help="cap on solver steps")
     demo.add_argument("--seed", type=int, default=0)
 
     sweep = _command(
@@ -261,15 +330,15 @@ def main(argv=None) -> int:
         "hierarchical and dense antipodal features (default), or 8x8 natural-image "
         "patches (needs scikit-learn)",
     )
-    sweep.add_argument("--n", type=int, default=1024, help="built-in data: number of signals")
-    sweep.add_argument("--d", type=int, default=32, help="built-in feature mixture: dimension")
+    sweep.add_argument("--n", type=_count, default=1024, help="built-in data: number of signals")
+    sweep.add_argument("--d", type=_count, default=32, help="built-in feature mixture: dimension")
     sweep.add_argument(
         "--widths", type=_ints, default=(4, 8, 16, 32, 64), help="comma-separated widths"
     )
     sweep.add_argument("--seeds", type=_ints, default=(0, 1), help="comma-separated seeds")
     sweep.add_argument("--lams", type=_floats, default=(0.1,), help="comma-separated L1 penalties")
-    sweep.add_argument("--max-steps", type=int, default=30, help="training steps per member")
-    sweep.add_argument("--chunk-size", type=int, default=10, help="steps per compiled chunk")
+    sweep.add_argument("--max-steps", type=_count, default=30, help="training steps per member")
+    sweep.add_argument("--chunk-size", type=_count, default=10, help="steps per compiled chunk")
     _choice(
         sweep,
         "--buckets",
@@ -290,7 +359,7 @@ def main(argv=None) -> int:
         "online: minibatches streamed from --data (.npy, or shards: a glob of "
         ".npz/.safetensors files) without loading it",
     )
-    sweep.add_argument("--batch-size", type=int, default=1024, help="online minibatch size")
+    sweep.add_argument("--batch-size", type=_count, default=1024, help="online minibatch size")
     sweep.add_argument(
         "--eval-size",
         type=int,
@@ -317,6 +386,7 @@ def main(argv=None) -> int:
     )
     sweep.add_argument(
         "--memory-budget",
+        type=_bytes,
         default=None,
         help="device memory the sweep may use per device, e.g. 12GB (default: detected)",
     )
@@ -334,7 +404,7 @@ def main(argv=None) -> int:
     sweep.add_argument(
         "--coordinator", default=None, help="with --distributed: host:port of process 0"
     )
-    sweep.add_argument("--num-processes", type=int, default=None, help="with --distributed")
+    sweep.add_argument("--num-processes", type=_count, default=None, help="with --distributed")
     sweep.add_argument("--process-id", type=int, default=None, help="with --distributed")
     sweep.add_argument(
         "--out", default="sweep_results", help="results folder (default sweep_results)"
@@ -350,19 +420,58 @@ def main(argv=None) -> int:
         "report of THEORY sections 1-4: per-atom stationarity residuals (worst first), KKT, gaps, "
         "the free-atom test, and the gap to the wide-limit bound.",
     )
+    cert.add_argument("--dictionary", help=".npy/.npz/.safetensors, atoms as rows (k, d)")
     cert.add_argument(
-        "--dictionary", required=True, help=".npy/.npz/.safetensors, atoms as rows (k, d)"
+        "--sae",
+        help="an SAE checkpoint folder (SAELens, sparsify or dictionary_learning) instead of "
+        "--dictionary: decoder, b_dec and the lam implied by its training loss",
     )
     cert.add_argument("--dictionary-key", help="array name inside the dictionary file")
     cert.add_argument("--data", required=True, help=".npy/.npz/.safetensors signals (n, d)")
     cert.add_argument("--data-key", help="array name inside the data file")
-    cert.add_argument("--lam", type=float, required=True, help="the L1 penalty")
+    cert.add_argument(
+        "--lam", type=float, help="the L1 penalty (with --sae: overrides the implied lam)"
+    )
+    cert.add_argument(
+        "--target-l0",
+        type=float,
+        help="with --sae: use the lam whose exact codes have this mean L0 (TopK SAEs)",
+    )
+    cert.add_argument("--json", help="with --sae: write every summary and per-atom array here")
+    cert.add_argument("--plot", help="with --sae: per-atom stationarity against usage (PNG)")
+    cert.add_argument(
+        "--fail-above",
+        type=float,
+        help="with --sae: exit 1 when the worst relative stationarity exceeds this",
+    )
+    cert.add_argument(
+        "--chunk-size", type=_count, default=1024, help="with --sae: signals per chunk"
+    )
+    cert.add_argument(
+        "--first-order-only", action="store_true", help="with --sae: skip the block test"
+    )
+    cert.add_argument(
+        "--max-support", type=_count, help="with --sae: cap on the active-set support buffer"
+    )
+    cert.add_argument(
+        "--scaling-factor",
+        type=float,
+        help="with --sae: SAELens activation scaling s used in training (default 1)",
+    )
     cert.add_argument(
         "--transpose", action="store_true", help="the file holds atoms as columns (d, k)"
     )
     cert.add_argument("--normalize", action="store_true", help="normalise atoms to unit norm first")
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print(f"sparsedict {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, ValueError, TypeError, OSError, KeyError, MemoryError, RuntimeError) as e:
+        # user errors (bad files, shapes, values): one line naming the flag or file
+        print(f"sparsedict {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

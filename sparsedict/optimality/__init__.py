@@ -18,6 +18,11 @@ from .._coding._codes import solve_codes
 from ._absorption import Absorption as Absorption
 from ._absorption import absorption as absorption
 from ._absorption import noiseless_codes as noiseless_codes
+from ._chunked import ChunkedCertificate as ChunkedCertificate
+from ._chunked import MemoryPlan as MemoryPlan
+from ._chunked import block_ratio_matrix_free as block_ratio_matrix_free
+from ._chunked import certify_chunked as certify_chunked
+from ._chunked import plan_certify as plan_certify
 from ._exchange import ExchangeReport as ExchangeReport
 from ._exchange import exchange as exchange
 from ._local_test import LocalTest as LocalTest
@@ -31,17 +36,22 @@ from ._residuals import report
 __all__ = [
     "Absorption",
     "AtomResiduals",
+    "ChunkedCertificate",
     "ExchangeReport",
     "FreeAtom",
     "LocalTest",
+    "MemoryPlan",
     "OptimalityReport",
     "SignalResiduals",
     "absorption",
+    "block_ratio_matrix_free",
     "certify",
+    "certify_chunked",
     "exchange",
     "local_test",
     "noiseless_codes",
     "objective",
+    "plan_certify",
     "residuals",
 ]
 

@@ -4,7 +4,6 @@ status (0: done; 1: the worst relative stationarity exceeds `fail_above`; 2: bad
 import dataclasses
 import json
 import os
-import sys
 
 import jax
 import numpy as np
@@ -234,33 +233,3 @@ def run_certify_sae(
         out(f"FAIL: worst relative stationarity {worst:.3e} > {fail_above:g}")
         return 1
     return 0
-
-
-if __name__ == "__main__":  # a stand-in until the CLI wires `certify --sae`
-    import argparse
-
-    p = argparse.ArgumentParser()
-    p.add_argument("--sae", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--lam", type=float)
-    p.add_argument("--target-l0", type=float)
-    p.add_argument("--json")
-    p.add_argument("--plot")
-    p.add_argument("--fail-above", type=float)
-    p.add_argument("--chunk-size", type=int, default=1024)
-    p.add_argument("--first-order-only", action="store_true")
-    p.add_argument("--max-support", type=int)
-    args = p.parse_args()
-    sys.exit(
-        run_certify_sae(
-            args.sae,
-            args.data,
-            args.lam,
-            args.target_l0,
-            args.json,
-            args.plot,
-            args.fail_above,
-            args.chunk_size,
-            not args.first_order_only,
-        )
-    )

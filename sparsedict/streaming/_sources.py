@@ -265,5 +265,16 @@ def load_array(path, *, key: str | None = None) -> np.ndarray:
     package needed; `key` picks one of several arrays; the data's extent is checked against the
     file's size when it is opened), read whole: for dictionaries and data that fit in memory.
     """
+    if _is_path(path):
+        stored = formats.parse(path, key)
+        if stored.fortran_order and stored.offset is not None:
+            # column-major .npy (e.g. np.save of a transposed array): fine when read whole
+            count = int(np.prod(stored.shape, dtype=np.int64))
+            with open(stored.path, "rb") as f:
+                f.seek(stored.offset)
+                raw = f.read(count * stored.dtype.itemsize)
+            array = np.frombuffer(raw, stored.dtype, count).reshape(stored.shape, order="F")
+            source = open_signals(np.ascontiguousarray(array), name=stored.path)
+            return source.read(0, source.n)
     source = open_signals(path, key=key)
     return source.read(0, source.n)

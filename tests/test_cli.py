@@ -1,0 +1,85 @@
+"""The command line: user errors as one line naming the flag or file; `certify --sae`."""
+
+import numpy as np
+import pytest
+
+import sparsedict as sd
+from sparsedict._cli import main
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 8))
+    D = rng.standard_normal((12, 8))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    paths = {name: tmp_path / f"{name}.npy" for name in ("X", "D", "DT", "raw", "complex")}
+    np.save(paths["X"], X)
+    np.save(paths["D"], D)
+    np.save(paths["DT"], D.T)
+    np.save(paths["raw"], 3 * D)
+    np.save(paths["complex"], D + 1j)
+    return paths
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--dictionary", "missing.npy", "--lam", "0.1"], "missing.npy"),
+        (["--dictionary", "{DT}", "--lam", "0.1"], "looks transposed (atoms as columns)"),
+        (["--dictionary", "{raw}", "--lam", "0.1"], "not unit norm"),
+        (["--dictionary", "{complex}", "--lam", "0.1"], "got dtype complex128"),
+        (["--dictionary", "{D}", "--lam", "-1"], "lam must be >= 0"),
+        (["--lam", "0.1"], "certify needs --dictionary and --lam"),
+    ],
+)
+def test_certify_user_errors_are_one_line(files, capsys, args, expected):
+    args = [a.format(**{k: str(v) for k, v in files.items()}) for a in args]
+    if "missing.npy" in args:
+        args[args.index("missing.npy")] = str(files["X"].parent / "missing.npy")
+    code, _, err = run(["certify", "--data", files["X"], *args], capsys)
+    assert code == 2
+    assert expected in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sparsedict certify: error: ")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--memory-budget", "12XB"), ("--n", "-5"), ("--widths", "a,b")]
+)
+def test_sweep_option_errors_name_the_flag(capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: expected" in err and "Traceback" not in err
+
+
+def test_certify_sae_checkpoint_end_to_end(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    atoms = rng.standard_normal((6, 10))
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    X = (rng.random((300, 6)) < 0.3) * rng.uniform(0.5, 1.5, (300, 6)) @ atoms + 2.0
+    trained = sd.train_sae(X, 6, 0.05, max_steps=50)
+    sd.save_sae(trained, tmp_path / "sae")
+    np.save(tmp_path / "acts.npy", X)
+    common = ["certify", "--sae", tmp_path / "sae", "--data", tmp_path / "acts.npy", "--float64"]
+    code, out, _ = run([*common, "--json", tmp_path / "r.json", "--chunk-size", "64"], capsys)
+    assert code == 0
+    assert "l1_coefficient / (2 s)" in out  # the lam convention is printed
+    assert (tmp_path / "r.json").stat().st_size > 0
+    code, _, _ = run([*common, "--first-order-only", "--fail-above", "1e-12"], capsys)
+    assert code == 1  # a 50-step SAE is far from stationary
+
+
+def test_load_array_reads_a_column_major_file_whole(files):
+    D = np.load(files["D"])
+    assert np.load(files["DT"]).flags.f_contiguous  # np.save of a transposed array
+    np.testing.assert_array_equal(sd.streaming.load_array(files["DT"]), D.T)
