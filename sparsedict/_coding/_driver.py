@@ -101,31 +101,93 @@ def _unchanged(old, new):
     return jnp.all(jnp.stack([jnp.array_equal(a, b) for a, b in leaves]))
 
 
-def _solve_one(solver, op, sig, init, tol, max_steps):
-    state = solver.init(op, sig, init)
+def _block(solver, op, sig, state, tol):
+    """`solver.check_every` steps of one signal, then its certificate check.
 
-    def certified(state):
-        cert, _ = solver.certificate(op, sig, state)
-        return cert.relative_gap <= tol
+    Returns the new state, whether it is certified, whether it is bitwise unchanged (a
+    deterministic step is then at a fixed point) and whether it needs a later stage.
+    """
+    new = jax.lax.fori_loop(0, solver.check_every, lambda _, s: solver.step(op, sig, s), state)
+    cert, _ = solver.certificate(op, sig, new)
+    return new, cert.relative_gap <= tol, _unchanged(state, new), solver.overflow(op, new)
 
-    def cond(carry):
-        _, steps, done, stalled = carry
-        return ~done & ~stalled & (steps < max_steps)
 
-    def body(carry):
-        state, steps, _, _ = carry
-        new = jax.lax.fori_loop(0, solver.check_every, lambda _, s: solver.step(op, sig, s), state)
-        return new, steps + solver.check_every, certified(new), _unchanged(state, new)
+def batch_sizes(n: int) -> list[int]:
+    """The static batches the live signals are compacted into: n/8 (at least 64), and 16 for the
+    last stragglers (at most n)."""
+    large = min(n, max(64, n // 8))
+    return [large, 16] if large > 16 else [large]
 
-    # At least one block of steps, so a warm start is always polished (an exact solver re-solves
-    # its support), then until the certificate is met. A signal whose state stops changing has
-    # reached the solver's fixed point: more steps cannot lower its gap (in float32 a tol below the
-    # rounding floor of the certificate ends here instead of at max_steps).
-    false = jnp.bool_(False)
-    state, steps, _, stalled = jax.lax.while_loop(cond, body, (state, jnp.int32(0), false, false))
-    codes = solver.codes(state)
-    cert, g = op.certificate(sig, codes)  # final certificate, independent of the solver's own
-    kkt = kkt_residual(codes, g, sig.lam, op.atom_mask)
+
+def _rows(tree, rows):
+    return jax.tree_util.tree_map(lambda x: x[rows], tree)
+
+
+def _run_stage(solver, op, sigs, carry, tol, max_steps, sizes):
+    """Step the live signals of one stage until each is certified, stalled, parked or out of steps.
+
+    Work follows the work left: each round gathers live signals into the smallest static batch of
+    `sizes` that holds them (the largest when none does), runs one block of steps on it and
+    scatters it back, so a finished signal stops costing and the total cost follows the sum over
+    signals of their steps, not n times the slowest.
+    """
+    n = carry[1].shape[0]
+    block = jax.vmap(_block, in_axes=(None, None, 0, 0, None))
+
+    def live(c):
+        _, steps, done, stalled, parked = c
+        return ~done & ~stalled & ~parked & (steps < max_steps)
+
+    def cond(c):
+        return jnp.any(live(c))
+
+    def round_of(size):
+        def run(c):
+            states, steps, done, stalled, parked = c
+            idx = jnp.nonzero(live(c), size=size, fill_value=n)[0]  # fill slots are dropped
+            rows = jnp.minimum(idx, n - 1)
+            new, ok, same, over = block(solver, op, _rows(sigs, rows), _rows(states, rows), tol)
+            states = jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b, mode="drop"), states, new)
+            steps = steps.at[idx].add(solver.check_every, mode="drop")
+            done = done.at[idx].set(ok, mode="drop")
+            stalled = stalled.at[idx].set(same, mode="drop")
+            parked = parked.at[idx].set(over, mode="drop")
+            return states, steps, done, stalled, parked
+
+        return run
+
+    def body(c):
+        if len(sizes) == 1:
+            return round_of(sizes[0])(c)
+        count = jnp.sum(live(c))
+        fits = jnp.sum(count <= jnp.asarray(sizes[1:]))  # sizes fall: how many hold them
+        return jax.lax.switch(fits, [round_of(s) for s in sizes], c)
+
+    return jax.lax.while_loop(cond, body, carry)
+
+
+def _solve_all(solver, op, sigs, init, tol, max_steps):
+    """Every signal through the solver's stages (`solver.stages`), compacted as it finishes."""
+    n = init.shape[0]
+    states = jax.vmap(solver.init, in_axes=(None, 0, 0))(op, sigs, init)
+    false = jnp.zeros(n, bool)
+    carry = (states, jnp.zeros(n, jnp.int32), false, false, false)
+    sizes = batch_sizes(n)
+    for stage in solver.stages(op):
+        states, steps, done, stalled, _ = carry
+        # At least one block of steps, so a warm start is always polished (an exact solver
+        # re-solves its support), then until the certificate is met. A signal whose state stops
+        # changing has reached the solver's fixed point: more steps cannot lower its gap (in
+        # float32 a tol below the rounding floor of the certificate ends there, not at max_steps).
+        parked = jax.vmap(stage.overflow, in_axes=(None, 0))(op, states)
+        carry = _run_stage(
+            stage, op, sigs, (states, steps, done, stalled, parked), tol, max_steps, sizes
+        )
+    states, steps, _, stalled, _ = carry
+    codes = jax.vmap(solver.codes)(states)
+    # final certificate, independent of the solver's own
+    cert, g = jax.vmap(op.certificate)(sigs, codes)
+    kkt = kkt_residual(codes, g, sigs.lam, op.atom_mask)
     converged = cert.relative_gap <= tol
     return codes, cert, kkt, converged, steps, stalled & ~converged
 
@@ -140,8 +202,9 @@ def _sparse_code(X, D, lam, init, atom_mask, tol, max_steps, solver, matmul_dtyp
         op = make_operator(D, atom_mask, use_gram, matmul_dtype)
         sigs = signals(X, op, lam)
         init = jax.vmap(op.project)(init)
-        solve = jax.vmap(_solve_one, in_axes=(None, None, 0, 0, None, None))
-        codes, cert, kkt, converged, steps, stalled = solve(solver, op, sigs, init, tol, max_steps)
+        codes, cert, kkt, converged, steps, stalled = _solve_all(
+            solver, op, sigs, init, tol, max_steps
+        )
     return coding_result(codes, cert, kkt, converged, steps, stalled)
 
 
