@@ -12,7 +12,8 @@ indices are gathered (`nonzero`), $M = D_S D_S^\top$ is built from the gathered 
 the identity in the padding slots, and applied through its pseudo-inverse $M^+$ (one symmetric
 eigendecomposition per signal, $O(s^3)$ time and $s^2$ memory, nothing $k \times k$). The buffer
 is the smallest of 8, 16, 32, ... (capped at $k$) that holds the largest support of the batch,
-chosen at run time among compiled branches (`lax.switch`). The tangent map is linear in
+chosen at run time among compiled branches (`lax.switch`) inside a `custom_linear_solve`, so
+reverse mode solves again instead of storing the pseudo-inverses. The tangent map is linear in
 $(\dot x, \dot D, \dot\lambda)$, so one `custom_jvp` serves `jvp`, `jacfwd`, `grad` and `jacrev`
 (by transposition), under `jit` and `vmap`.
 
@@ -61,14 +62,22 @@ def _support_pinv(codes: Float[Array, " k"], D: Float[Array, "k d"], size: int):
     return idx, jnp.linalg.pinv(M, rtol=rtol, hermitian=True)
 
 
+# Entries of the support systems held at once: larger buffers are solved in chunks of signals
+# (XLA sizes the memory of every branch of a switch, taken or not).
+_BUDGET = 2**24
+
+
 def _solve_on_support(size, codes, D, rhs):
     r"""$\dot a$ with $M \dot a_S = b_S$ on the support, in buffers of `size` slots."""
     n, k = codes.shape
-    idx, P = jax.vmap(_support_pinv, in_axes=(0, None, None))(codes, D, size)
-    b = jnp.take_along_axis(jnp.pad(rhs, ((0, 0), (0, 1))), idx, axis=1)  # slot k reads 0
-    t = jnp.einsum("nij,nj->ni", P, b)
-    out = jnp.zeros((n, k + 1), t.dtype).at[jnp.arange(n)[:, None], idx].add(t)  # transposable
-    return out[:, :k]
+
+    def one(args):
+        a, b = args
+        idx, P = _support_pinv(a, D, size)
+        t = P @ jnp.append(b, 0.0)[idx]  # slot k reads 0
+        return jnp.zeros(k + 1, t.dtype).at[idx].add(t)[:k]  # add: transposable
+
+    return jax.lax.map(one, (codes, rhs), batch_size=max(1, min(n, _BUDGET // size**2)))
 
 
 @jax.jit  # one compiled kernel when called eagerly (under jit it is inlined)
@@ -82,7 +91,16 @@ def _codes_tangent(codes, X, D, dX, dD, dlam):
     largest = jnp.max(jnp.sum(support, axis=1), initial=0)
     branch = jnp.searchsorted(jnp.asarray(sizes), largest)  # smallest buffer that holds it
     branches = [functools.partial(_solve_on_support, s) for s in sizes]
-    tangent = jax.lax.switch(branch, branches, codes, D, rhs)
+
+    def matvec(t):  # M: G on the support, the identity off it
+        return jnp.where(support, (jnp.where(support, t, 0.0) @ D) @ D.T, t)
+
+    def solve(_, b):
+        return jnp.where(support, jax.lax.switch(branch, branches, codes, D, b), 0.0)
+
+    # A linear solve primitive: reverse mode transposes it by solving again (M is symmetric), so
+    # no branch's pseudo-inverses are kept as residuals (a switch would keep the largest, k x k).
+    tangent = jax.lax.custom_linear_solve(matvec, rhs, solve, symmetric=True)
     return jnp.where(support, tangent, 0.0)
 
 
