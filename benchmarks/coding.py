@@ -1,4 +1,4 @@
-"""Coding benchmark: every sparsedict solver against its peers, on the same problems, in one process.
+"""Coding benchmark: every sparsedict solver against its peers on the same problems, one process.
 
 For each problem set (P1, P2, P3) and precision, every solver is asked to reach a relative duality
 gap target (1e-6 in float32 and float64, 1e-10 in float64). Reported per solver:
@@ -69,7 +69,7 @@ def synthetic_problem(rng, n, d, k, density=0.07, noise=0.05):
 
 
 def learn_dictionary(X, k, lam, iters, rng):
-    """Alternating minimisation: exact nonnegative codes (SPAMS LARS), least-squares atoms, unit norm.
+    """Alternating minimisation: exact nonnegative codes (SPAMS LARS), least-squares unit atoms.
 
     Dead atoms are restarted at the worst-reconstructed signals.
     """
@@ -112,7 +112,22 @@ def patch_problem(rng, n, k, n_train, quick):
     return X, D
 
 
-def make_problems(quick, rng):
+def sae_problem(rng, n, d, k, active, noise=0.02):
+    """SAE-like signals: sums of `active` of k unit features (weights uniform in [0.5, 2]); the
+    dictionary is a copy of the features perturbed by `noise` (relative) and renormalised."""
+    F = _unit_rows(rng.standard_normal((k, d)))
+    cols = np.argsort(rng.random((n, k)), axis=1)[:, :active]
+    A = np.zeros((n, k))
+    np.put_along_axis(A, cols, rng.uniform(0.5, 2.0, (n, active)), axis=1)
+    D = _unit_rows(F + noise * rng.standard_normal((k, d)) / np.sqrt(d))
+    return A @ F, D
+
+
+# name: (n, d, k, active features per signal)
+SAE_PROBLEMS = {"S1": (4096, 128, 1024, 50), "S2": (8192, 256, 4096, 30)}
+
+
+def make_problems(quick, rng, names=("P1", "P2", "P3")):
     if quick:  # CI smoke test: one small problem
         specs = {"P1": (256, 64, 256)}
     else:
@@ -121,12 +136,18 @@ def make_problems(quick, rng):
     for name, (n, d, k) in specs.items():
         X, D = synthetic_problem(rng, n, d, k)
         problems[name] = (X, D)
-    if not quick:
+    if not quick and "P3" in names:
         problems["P3"] = patch_problem(rng, 4096, 256, 10000, quick)
     out = {}
     for name, (X, D) in sorted(problems.items(), key=lambda kv: kv[0] == "P2"):  # P2 (slowest) last
-        lam = _calibrate_lam(X, D, 0.075)
-        out[name] = dict(X=X, D=D, lam=lam)
+        if name in names:
+            out[name] = dict(X=X, D=D, lam=_calibrate_lam(X, D, 0.075))
+    for name, (n, d, k, active) in SAE_PROBLEMS.items():
+        if name in names:
+            if quick:
+                n, d, k, active = 256, d // 2, k // 4, active // 2
+            X, D = sae_problem(rng, n, d, k, active)
+            out[name] = dict(X=X, D=D, lam=_calibrate_lam(X, D, active / k))
     return out
 
 
@@ -159,7 +180,10 @@ def _gaps(X, D, codes, lam):
         )
         R = Xd - Ad @ Dd
         primal = 0.5 * np.sum(R * R, 1) + lam * Ad.sum(1)
-        res[label] = float(np.max(gap / np.maximum(primal, np.finfo(dt).tiny)))
+        rel = gap / np.maximum(primal, np.finfo(dt).tiny)
+        res[label] = float(np.max(rel))
+        if label == "f64":
+            res["per_signal_f64"] = rel
     return res
 
 
@@ -174,12 +198,44 @@ def sparsedict_runner(solver):
 
     def run(X, D, lam, tol):
         max_steps = 200 if solver == "active_set" else 20_000
-        res = sparsedict.sparse_code(X, D, lam, solver=solver, tol=tol, max_steps=max_steps)
+        args = (X, D, lam)
+        kw = dict(solver=solver, tol=tol, max_steps=max_steps)
+        res = sparsedict.sparse_code(*args, **kw)
         codes = jax.block_until_ready(res.codes)
         run.steps = int(np.max(np.asarray(res.steps)))
+        run.converged = float(np.mean(np.asarray(res.converged)))
         return np.asarray(codes)
 
+    def memory_mb(X, D, lam, tol):  # the compiled program's own peak (outputs and temporaries)
+        max_steps = 200 if solver == "active_set" else 20_000
+        return _program_bytes(X, D, lam, dict(solver=solver, tol=tol, max_steps=max_steps)) / 2**20
+
+    run.memory_mb = memory_mb
+
     return run
+
+
+def _program_bytes(X, D, lam, kw):
+    """Bytes of the compiled coding program: temporaries plus outputs (inputs excluded)."""
+    import jax
+    import jax.numpy as jnp
+
+    import sparsedict
+    from sparsedict._coding import _driver
+
+    X, D = jnp.asarray(X), jnp.asarray(D)
+    n, k = X.shape[0], D.shape[0]
+    lam = jnp.full((n,), lam, X.dtype)
+    solver = _driver._solver(kw["solver"])
+    tol = jnp.asarray(kw["tol"], X.dtype)
+    steps = jnp.asarray(kw["max_steps"], jnp.int32)
+    init = jnp.zeros((n, k), X.dtype)
+    lowered = jax.jit(
+        lambda X, D, lam, init, tol, steps: _driver.solve(X, D, lam, init, None, tol, steps, solver)
+    ).lower(X, D, lam, init, tol, steps)
+    mem = lowered.compile().memory_analysis()
+    del sparsedict
+    return int(mem.temp_size_in_bytes + mem.output_size_in_bytes) if mem is not None else 0
 
 
 def sklearn_runner():
@@ -328,9 +384,11 @@ def bench_one(name, fn, X, D, lam, target, dtype, repeats, budget_s, quick=False
         codes = fn(X, D, lam, setting)
         first = time.perf_counter() - t0
         reps = repeats if first < 2.0 else (1 if first < budget_s else 0)
-        steady, codes = (
-            _median_time(lambda: fn(X, D, lam, setting), reps) if reps > 0 else (first, codes)
-        )
+
+        def solve(setting=setting):
+            return fn(X, D, lam, setting)
+
+        steady, codes = _median_time(solve, reps) if reps > 0 else (first, codes)
         gaps = _gaps(X, D, codes, lam)
         row = dict(
             solver=name,
@@ -343,8 +401,12 @@ def bench_one(name, fn, X, D, lam, target, dtype, repeats, budget_s, quick=False
             reached=bool(gaps["run"] <= target * (1 + 1e-6)),
             active_fraction=float(np.mean(codes > 0)),
         )
+        row["converged_fraction"] = float(np.mean(gaps["per_signal_f64"] <= target * (1 + 1e-6)))
         if hasattr(fn, "steps"):
             row["steps"] = fn.steps
+            row["solver_converged_fraction"] = fn.converged
+        if hasattr(fn, "memory_mb"):
+            row["peak_mb"] = fn.memory_mb(X, D, lam, setting)
         if best is None or row["max_rel_gap"] < best["max_rel_gap"]:
             best = row
         if row["reached"] or first > budget_s:
@@ -362,7 +424,7 @@ def main():
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--float", choices=("float32", "float64", "both"), default="both")
     parser.add_argument("--solvers", default=",".join(SPARSEDICT_SOLVERS + PEERS))
-    parser.add_argument("--problems", default="P1,P2,P3")
+    parser.add_argument("--problems", default="P1,P2,P3", help="any of P1,P2,P3,S1,S2")
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args()
 
@@ -375,9 +437,7 @@ def main():
     if args.quick:
         solvers = [s for s in solvers if s != "celer"]  # per-signal Python loop: too slow for CI
     rng = np.random.default_rng(0)
-    problems = {
-        k: v for k, v in make_problems(args.quick, rng).items() if k in args.problems.split(",")
-    }
+    problems = make_problems(args.quick, rng, args.problems.split(","))
     floats = ("float64", "float32") if args.float == "both" else (args.float,)
     os.makedirs(args.out, exist_ok=True)
     machine = dict(
@@ -397,7 +457,8 @@ def main():
             n, k = X.shape[0], D.shape[0]
             t_mm = matmul_time(n, k, dtype, repeats)
             print(
-                f"{fl} {pname}: n={n} d={X.shape[1]} k={k} lam={lam:.4g} matmul={t_mm * 1e3:.2f} ms",
+                f"{fl} {pname}: n={n} d={X.shape[1]} k={k} lam={lam:.4g} "
+                f"matmul={t_mm * 1e3:.2f} ms",
                 flush=True,
             )
             for target in TARGETS[fl]:
@@ -420,7 +481,8 @@ def _fmt_row(r):
     if "matmul_fraction" in r:
         extra += f" matmul_frac={r['matmul_fraction']:.2f}"
     return (
-        f"{r['solver']:>17} tgt={r['target']:.0e} steady={r['steady_s']:.3f}s first={r['first_s']:.3f}s "
+        f"{r['solver']:>17} tgt={r['target']:.0e} steady={r['steady_s']:.3f}s "
+        f"first={r['first_s']:.3f}s "
         f"gap={r['max_rel_gap']:.1e} ({'ok' if r['reached'] else 'NOT reached'}){extra}"
     )
 
@@ -442,16 +504,39 @@ def _write(out, fl, rows, machine):
         "the first call; first = first call incl. compilation. A solver that does not reach the "
         "target shows its best achieved gap (marked *).",
         "",
-        "| problem | target | solver | steady (s) | first (s) | max rel gap | (in float64) | steps | matmul frac | setting |",
+        "| problem | target | solver | steady (s) | first (s) | max rel gap | (in float64) "
+        "| steps | matmul frac | setting |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         gap = f"{r['max_rel_gap']:.1e}" + ("" if r["reached"] else " *")
         mf = f"{r['matmul_fraction']:.2f}" if "matmul_fraction" in r else ""
         lines.append(
-            f"| {r['problem']} (n={r['n']}, d={r['d']}, k={r['k']}) | {r['target']:.0e} | {r['solver']} | "
-            f"{r['steady_s']:.3f} | {r['first_s']:.3f} | {gap} | {r['max_rel_gap_f64']:.1e} | {r.get('steps', '')} | {mf} | {_setting(r['setting'])} |"
+            f"| {r['problem']} (n={r['n']}, d={r['d']}, k={r['k']}) | {r['target']:.0e} "
+            f"| {r['solver']} | {r['steady_s']:.3f} | {r['first_s']:.3f} | {gap} "
+            f"| {r['max_rel_gap_f64']:.1e} | {r.get('steps', '')} | {mf} "
+            f"| {_setting(r['setting'])} |"
         )
+    if any("peak_mb" in r for r in rows):
+        lines += [
+            "",
+            "Fraction of signals converged (relative gap <= target, recomputed in float64) and "
+            "peak memory of sparsedict's compiled program (temporaries + outputs, from XLA's "
+            "memory analysis; inputs excluded):",
+            "",
+            "| problem | target | solver | converged (f64) | converged (own) | peak MB |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            own = r.get("solver_converged_fraction")
+            lines.append(
+                f"| {r['problem']} | {r['target']:.0e} | {r['solver']} | "
+                f"{r['converged_fraction']:.4f} | {'' if own is None else f'{own:.4f}'} | "
+                f"{r['peak_mb']:.0f} |"
+                if "peak_mb" in r
+                else f"| {r['problem']} | {r['target']:.0e} | {r['solver']} | "
+                f"{r['converged_fraction']:.4f} | | |"
+            )
     with open(base + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {base}.md/.json")

@@ -4,7 +4,8 @@ For one signal $x \in \mathbb{R}^d$, a dictionary $D \in \mathbb{R}^{k \times d}
 and codes $a \in \mathbb{R}^k_{\ge 0}$:
 
 $$P(a) = \tfrac12 \|x - aD\|^2 + \lambda \textstyle\sum_k a_k, \qquad
-  \mathcal{D}(\theta) = \tfrac12\|x\|^2 - \tfrac12\|x - \theta\|^2 \;\text{ s.t. } D\theta \le \lambda.$$
+  \mathcal{D}(\theta) = \tfrac12\|x\|^2 - \tfrac12\|x - \theta\|^2
+  \;\text{ s.t. } D\theta \le \lambda.$$
 
 With the residual $r = x - aD$ and correlations $g = Dr$, the dual point is $\theta = s\,r$ with
 $s = \min(1, \lambda / \max_k g_k)$ (and $s = 1$ when $\max_k g_k \le \lambda$). Expanding
@@ -66,7 +67,8 @@ def masked_max(values: Float[Array, "*batch k"], atom_mask: Bool[Array, " k"] | 
 
 
 def dual_scaling(max_corr, lam, x_norm):
-    r"""$s = \min(1, \lambda / \max_k g_k)$, with $s = 1$ when $\max_k g_k \le \lambda$ up to rounding."""
+    r"""$s = \min(1, \lambda / \max_k g_k)$, and $s = 1$ when $\max_k g_k \le \lambda$ up to
+    rounding."""
     eps = jnp.finfo(jnp.result_type(max_corr)).eps
     feasible = max_corr <= lam + _DUAL_SLACK_EPS * eps * x_norm
     safe_max = jnp.where(feasible, 1.0, max_corr)  # double-where: no NaN gradient through 1/0

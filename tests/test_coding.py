@@ -206,8 +206,8 @@ def test_no_recompilation_when_lam_tol_or_data_change(rng, monkeypatch):
     import sparsedict._coding._driver as driver
 
     traces = []
-    original = driver._solve_one
-    monkeypatch.setattr(driver, "_solve_one", lambda *a: traces.append(1) or original(*a))
+    original = driver._solve_all
+    monkeypatch.setattr(driver, "_solve_all", lambda *a: traces.append(1) or original(*a))
     X, D = random_problem(rng, n=5, d=7, k=11)  # shapes used by no other test
     for lam, tol, scale in [(0.1, 1e-8, 1.0), (0.3, 1e-6, 2.0), (np.full(5, 0.2), 1e-9, 0.5)]:
         sd.sparse_code(X * scale, D, lam, tol=tol, max_steps=500 + int(scale))
@@ -303,3 +303,52 @@ def test_duality_gap_rejects_bad_codes(rng):
         sd.duality_gap(X, D, np.ones((4, 5)), 0.1)
     with pytest.raises(Exception, match="codes must be nonnegative"):
         sd.duality_gap(X, D, -np.ones((4, 6)), 0.1)
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [
+        sd.ActiveSet(min_support=2, start_support=1, warm_start_steps=0),
+        sd.ActiveSet(min_support=2, warm_start_steps=3),
+    ],
+    ids=["screened", "fista_start"],
+)
+def test_overflow_moves_signals_to_larger_buffers(rng, solver):
+    # Supports of 4 to 10 atoms: every signal outgrows the buffers of 2 and 4 slots.
+    X, D = random_problem(rng, n=24, d=12, k=30, density=0.3)
+    lam = 0.05 * np.abs(X @ D.T).max()
+    res = solve(X, D, lam, solver)
+    ref = reference_codes(X, D, lam)
+    assert (ref > 0).sum(1).max() > 4
+    assert bool(res.converged.all())
+    np.testing.assert_allclose(res.codes, ref, atol=CODES_F64)
+
+
+def test_buffer_too_small_is_never_reported_converged(rng):
+    X, D = random_problem(rng, n=16, d=12, k=30, density=0.3)
+    lam = 0.05 * np.abs(X @ D.T).max()
+    support = (reference_codes(X, D, lam) > 0).sum(1)
+    res = sd.sparse_code(X, D, lam, solver=sd.ActiveSet(max_support=3, min_support=2), tol=GAP_F64)
+    assert np.any(support > 3)
+    np.testing.assert_array_equal(np.asarray(res.converged), support <= 3)
+    assert res.result != sd.RESULTS.successful
+
+
+@pytest.mark.parametrize("solver", ["active_set", "fista"])
+def test_compaction_equals_solving_each_signal_alone(rng, solver):
+    # Enough signals for several compacted rounds (batches of 64 and 16): each signal's trajectory
+    # does not depend on the others, so its codes and step count are those of a solve alone (up
+    # to the rounding of products of other batch shapes: a block of steps more or less).
+    X, D = random_problem(rng, n=150, d=10, k=24)
+    lam = rng.uniform(0.02, 0.3, size=150) * np.abs(X @ D.T).max()
+    kw = dict(tol=GAP_F64, max_steps=MAX_STEPS)
+    batch = sd.sparse_code(X, D, lam, solver=solver, **kw)
+    steps = np.asarray(batch.steps)
+    assert steps.min() < steps.max()  # signals finish at different rounds
+    picks = [int(np.argmin(steps)), int(np.argmax(steps)), 7, 77]
+    for i in picks:
+        alone = sd.sparse_code(X[i], D, lam[i], solver=solver, **kw)
+        every = solver_check_every(solver)
+        assert abs(int(alone.steps) - steps[i]) <= every
+        np.testing.assert_allclose(batch.codes[i], alone.codes, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(batch.codes, reference_codes(X, D, lam), atol=CODES_F64)

@@ -217,3 +217,32 @@ def test_task_driven_dictionary_learning_decreases_loss(rng):
     losses = namespace["losses"]
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.2 * losses[0]
+
+
+@pytest.mark.parametrize("lam_scale", [0.7, 0.02], ids=["support_le_8", "support_gt_8"])
+def test_support_sized_rule_equals_dense_rule(rng, lam_scale):
+    # The tangent solved in a buffer sized to the largest support (8 slots, or 16/32 here) equals
+    # the full k x k rule (numpy float64, pseudo-inverse of G masked to the support).
+    n, d, k = 5, 30, 40
+    D = unit_rows(rng.standard_normal((k, d)))
+    X = rng.standard_normal((n, d))
+    lam = lam_scale * np.abs(X @ D.T).max(1)
+    A = np.asarray(codes(X, D, lam))
+    support = A > 0
+    assert (support.sum(1).max() > 8) == (lam_scale < 0.1)
+    dX, dD, dlam = (
+        rng.standard_normal(X.shape),
+        rng.standard_normal(D.shape),
+        rng.standard_normal(n),
+    )
+    _, tangent = jax.jvp(
+        lambda X, D, lam: sd.implicit_codes(jnp.asarray(A), X, D, lam), (X, D, lam), (dX, dD, dlam)
+    )
+    R = X - A @ D
+    rhs = R @ dD.T + (dX - A @ dD) @ D.T - dlam[:, None]
+    expected = np.zeros_like(A)
+    for i in range(n):
+        S = support[i]
+        M = np.where(S[:, None] & S[None, :], D @ D.T, 0.0) + np.diag(~S * 1.0)
+        expected[i] = np.where(S, np.linalg.pinv(M, hermitian=True) @ np.where(S, rhs[i], 0.0), 0)
+    assert_close(tangent, expected, EXACT_RTOL)

@@ -157,8 +157,8 @@ def test_jit_vmap_grad_and_no_recompilation(float32_problem, monkeypatch):
     X, D = float32_problem
     code = functools.partial(sd.sparse_code, solver="fista", matmul_dtype=jnp.bfloat16)
     traces = []
-    original = driver._solve_one
-    monkeypatch.setattr(driver, "_solve_one", lambda *a: traces.append(1) or original(*a))
+    original = driver._solve_all
+    monkeypatch.setattr(driver, "_solve_all", lambda *a: traces.append(1) or original(*a))
     eager = [
         code(X, D, lam, tol=tol).codes
         for lam, tol in [(0.1, 1e-6), (np.full(16, 0.3, np.float32), 1e-5)]

@@ -7,7 +7,8 @@ batching and result codes; a solver only steps. A new solver inherits the whole 
 import abc
 
 import equinox as eqx
-from jaxtyping import Array, Float, PyTree
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, PyTree
 
 from .._objective import Certificate
 from ._problem import DictionaryOperator, Signal
@@ -22,6 +23,18 @@ class AbstractCodingSolver(eqx.Module):
     @property
     def needs_gram(self) -> bool:
         return False
+
+    def stages(self, op: DictionaryOperator) -> tuple["AbstractCodingSolver", ...]:
+        """Variants of this solver run one after the other, cheapest first (default: itself).
+
+        A signal flagged by a stage's [`overflow`][] moves on to the next stage with its state;
+        the others stay where they are. The states of all stages must have one structure.
+        """
+        return (self,)
+
+    def overflow(self, op: DictionaryOperator, state: PyTree) -> Bool[Array, ""]:
+        """Whether the state needs a later stage (e.g. a support beyond this stage's buffer)."""
+        return jnp.asarray(False)
 
     @abc.abstractmethod
     def init(self, op: DictionaryOperator, sig: Signal, codes: Float[Array, " k"]) -> PyTree:

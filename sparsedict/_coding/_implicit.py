@@ -7,9 +7,13 @@ $S$. While the support does not change, differentiating it gives, with $r = x - 
 $$G_{SS}\, \dot a_S = (\dot D r)_S + D_S(\dot x - a\dot D) - \dot\lambda, \qquad
   \dot a_k = 0 \;(k \notin S).$$
 
-The system is solved at full size $k \times k$ (static shapes): $M = G$ masked to
-$S \times S$ plus the identity off $S$, applied through its pseudo-inverse $M^+$ (one symmetric
-eigendecomposition per signal). The tangent map is linear in
+The system is solved on the support, in a buffer of $s$ slots (static shapes): the support's
+indices are gathered (`nonzero`), $M = D_S D_S^\top$ is built from the gathered rows of $D$ with
+the identity in the padding slots, and applied through its pseudo-inverse $M^+$ (one symmetric
+eigendecomposition per signal, $O(s^3)$ time and $s^2$ memory, nothing $k \times k$). The buffer
+is the smallest of 8, 16, 32, ... (capped at $k$) that holds the largest support of the batch,
+chosen at run time among compiled branches (`lax.switch`) inside a `custom_linear_solve`, so
+reverse mode solves again instead of storing the pseudo-inverses. The tangent map is linear in
 $(\dot x, \dot D, \dot\lambda)$, so one `custom_jvp` serves `jvp`, `jacfwd`, `grad` and `jacrev`
 (by transposition), under `jit` and `vmap`.
 
@@ -21,35 +25,82 @@ Degenerate points get a finite answer, never NaN or inf:
 - a coefficient exactly at the boundary ($a_k = 0$ with $d_k \cdot r = \lambda$): it counts as
   inactive, so $\dot a_k = 0$, the one-sided derivative along perturbations that keep it at zero.
 
-Cost: $O(k^3)$ per signal for the pseudo-inverse (computed once, shared by all tangents).
+Cost: $O(s^3)$ per signal for the pseudo-inverse (computed once, shared by all tangents).
 Second derivatives are exact too while the support is fixed (the rule calls itself for its primal
 output, and the pseudo-inverse has its own derivative).
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 
-def _support_pinv(codes: Float[Array, " k"], D: Float[Array, "k d"]):
-    """Support mask and the pseudo-inverse $M^+$ of the masked support system."""
-    support = codes > 0
-    both = support[:, None] & support[None, :]
-    M = jnp.where(both, D @ D.T, 0.0) + jnp.diag(jnp.where(support, 0.0, 1.0))
-    # Default cutoff: singular values below 10 k eps times the largest count as zero. Its own
-    # derivative is the constant-rank formula (no eigenvector derivatives), so second derivatives
-    # stay finite too.
-    return support, jnp.linalg.pinv(M, hermitian=True)
+def _buffers(k: int) -> list[int]:
+    """Support buffer sizes: 8, 16, 32, ... capped at k."""
+    sizes, s = [], 8
+    while s < k:
+        sizes.append(s)
+        s *= 2
+    return sizes + [k]
+
+
+def _support_pinv(codes: Float[Array, " k"], D: Float[Array, "k d"], size: int):
+    """Support indices in a buffer of `size` slots (k in the empty ones) and the pseudo-inverse
+    $M^+$ of the support system with the identity in the empty slots."""
+    k = codes.shape[0]
+    idx = jnp.nonzero(codes > 0, size=size, fill_value=k)[0]
+    valid = idx < k
+    rows = jnp.where(valid[:, None], D[jnp.minimum(idx, k - 1)], 0.0)
+    M = jnp.where(valid[:, None] & valid[None, :], rows @ rows.T, 0.0)
+    M = M + jnp.diag(jnp.where(valid, 0.0, 1.0))
+    # Cutoff: singular values below 10 k eps times the largest count as zero (the cutoff of the
+    # full k x k system). Its own derivative is the constant-rank formula (no eigenvector
+    # derivatives), so second derivatives stay finite too.
+    rtol = 10 * k * jnp.finfo(M.dtype).eps
+    return idx, jnp.linalg.pinv(M, rtol=rtol, hermitian=True)
+
+
+# Entries of the support systems held at once: larger buffers are solved in chunks of signals
+# (XLA sizes the memory of every branch of a switch, taken or not).
+_BUDGET = 2**24
+
+
+def _solve_on_support(size, codes, D, rhs):
+    r"""$\dot a$ with $M \dot a_S = b_S$ on the support, in buffers of `size` slots."""
+    n, k = codes.shape
+
+    def one(args):
+        a, b = args
+        idx, P = _support_pinv(a, D, size)
+        t = P @ jnp.append(b, 0.0)[idx]  # slot k reads 0
+        return jnp.zeros(k + 1, t.dtype).at[idx].add(t)[:k]  # add: transposable
+
+    return jax.lax.map(one, (codes, rhs), batch_size=max(1, min(n, _BUDGET // size**2)))
 
 
 @jax.jit  # one compiled kernel when called eagerly (under jit it is inlined)
 def _codes_tangent(codes, X, D, dX, dD, dlam):
     r"""$\dot a$ for a batch: codes (n, k), X (n, d), D (k, d) shared, lam (n,)."""
-    support, P = jax.vmap(_support_pinv, in_axes=(0, None))(codes, D)
+    support = codes > 0
     R = X - codes @ D
     rhs = R @ dD.T + (dX - codes @ dD) @ D.T - dlam[:, None]
     rhs = jnp.where(support, rhs, 0.0)
-    tangent = jnp.einsum("nij,nj->ni", P, rhs)
+    sizes = _buffers(codes.shape[1])
+    largest = jnp.max(jnp.sum(support, axis=1), initial=0)
+    branch = jnp.searchsorted(jnp.asarray(sizes), largest)  # smallest buffer that holds it
+    branches = [functools.partial(_solve_on_support, s) for s in sizes]
+
+    def matvec(t):  # M: G on the support, the identity off it
+        return jnp.where(support, (jnp.where(support, t, 0.0) @ D) @ D.T, t)
+
+    def solve(_, b):
+        return jnp.where(support, jax.lax.switch(branch, branches, codes, D, b), 0.0)
+
+    # A linear solve primitive: reverse mode transposes it by solving again (M is symmetric), so
+    # no branch's pseudo-inverses are kept as residuals (a switch would keep the largest, k x k).
+    tangent = jax.lax.custom_linear_solve(matvec, rhs, solve, symmetric=True)
     return jnp.where(support, tangent, 0.0)
 
 

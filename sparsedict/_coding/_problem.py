@@ -123,7 +123,10 @@ class DictionaryOperator(eqx.Module):
         return split_matmul(r, self.D.T)
 
     def correlations_and_residual_sq(self, sig: Signal, a: Float[Array, " k"]):
-        r"""$g = D r$ and $\|r\|^2$ for codes `a` ($\|r\|^2 = \|x\|^2 - a\cdot(c + g)$ in Gram form)."""
+        r"""$g = D r$ and $\|r\|^2$ for codes `a`.
+
+        In Gram form $\|r\|^2 = \|x\|^2 - a\cdot(c + g)$, which cancels when $r$ is small: for
+        stopping heuristics only, never for a certificate (`certified_certificate`)."""
         if self.gram is not None:
             g = sig.c - a @ self.gram
             return g, sig.x_sq - a @ (sig.c + g)
