@@ -193,7 +193,8 @@ def certify_chunked(
     kink_level = lam_arr - _KINK_EPS * jnp.finfo(dtype).eps * scale
 
     acc = {key: 0.0 for key in ("s", "mass", "sumsq", "usage")}
-    per_signal = {key: [] for key in ("kkt", "gap", "relative_gap", "primal", "residual_norm")}
+    signal_keys = ("kkt", "gap", "relative_gap", "primal", "residual_norm")
+    per_signal: dict[str, list] = {key: [] for key in signal_keys}
     l0, res_parts, act_parts = [], [], []
     best_norm, best_signal, best_residual = -1.0, 0, np.zeros(d, dtype)
     for start in range(0, n, chunk_size):

@@ -114,7 +114,7 @@ def run_certify_sae(
     if X.ndim != 2 or X.shape[1] != sae.d:
         out(f"error: {data_path} has shape {X.shape}; the SAE expects (n, {sae.d})")
         return 2
-    dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
+    dtype = np.float64 if jax.config.read("jax_enable_x64") else np.float32
     D = sae.D.astype(dtype)
     out(f"SAE: {sae.library} {sae.activation}, k = {sae.k}, d = {sae.d}; data: n = {X.shape[0]}")
     if lam is not None:
@@ -222,7 +222,8 @@ def run_certify_sae(
             },
             "mean_residual": metrics.mean_residual,
         }
-        payload["per_atom"] = {k: v for k, v in payload["per_atom"].items() if v is not None}
+        per_atom: dict = payload["per_atom"]
+        payload["per_atom"] = {k: v for k, v in per_atom.items() if v is not None}
         with open(json_path, "w") as f:
             json.dump(_jsonable(payload), f)
         out(f"wrote {json_path}")

@@ -94,10 +94,10 @@ def sae_metrics(X, sae, lam, cert, *, chunk_size: int = 1024) -> SAEMetrics:
         primal.append(0.5 * rr + lam * a.sum(1))
         l0.append(np.sum(a > 0, axis=1))
         l1 += a.sum()
-    primal = np.concatenate(primal)
+    primal_all = np.concatenate(primal)
     exact = np.asarray(cert.report.signals.primal, np.float64)
     exact_sse = float(np.sum(np.asarray(cert.report.signals.residual_norm, np.float64) ** 2))
-    l0 = np.concatenate(l0)
+    l0_all = np.concatenate(l0)
     mean_res = res_sum / n
     return SAEMetrics(
         explained_variance=float(1 - sse / sst),
@@ -105,17 +105,17 @@ def sae_metrics(X, sae, lam, cert, *, chunk_size: int = 1024) -> SAEMetrics:
         mse=float(sse / (n * d)),
         mse_exact=float(exact_sse / (n * d)),
         cossim=float(cos / n),
-        l0=float(l0.mean()),
+        l0=float(l0_all.mean()),
         l0_exact=float(np.mean(cert.l0)),
         dead_latents=int(np.sum(usage == 0)),
         unused_atoms=int(np.sum(cert.usage == 0)),
-        encoder_objective=float(primal.mean()),
+        encoder_objective=float(primal_all.mean()),
         exact_objective=float(exact.mean()),
-        amortisation_gap=float(primal.mean() - exact.mean()),
+        amortisation_gap=float(primal_all.mean() - exact.mean()),
         mean_residual_norm=float(np.linalg.norm(mean_res)),
         mean_residual=mean_res,
-        amortisation_gap_per_signal=primal - exact,
-        l0_per_signal=l0,
+        amortisation_gap_per_signal=primal_all - exact,
+        l0_per_signal=l0_all,
         encoder_usage=usage,
         exact_usage=np.asarray(cert.usage),
         encoder_mass=mass,
