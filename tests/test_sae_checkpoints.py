@@ -24,7 +24,7 @@ TIGHT = 1e-10  # float64 conversions: only rounding separates the two paths
 def trained():
     """A small weighted-L1 SAE with a decoder bias, trained here (data offset from the origin)."""
     X = feature_mixture(n=400, d=10, seed=1, dtype=np.float64) + 0.7
-    t = sparsedict.train_sae(X, 16, 0.15, steps=300, norm="weighted", decoder_bias=True, seed=0)
+    t = sparsedict.train_sae(X, 16, 0.15, max_steps=300, norm="weighted", decoder_bias=True, seed=0)
     return X, t
 
 
