@@ -1,6 +1,5 @@
 """Streaming input: sources against `np.load`, the shuffle, prefetch, streamed learning, resume."""
 
-import importlib.util
 import itertools
 import json
 import struct
@@ -81,10 +80,8 @@ def test_shards_concatenate(tmp_path, kind):
     check_rows(streaming.open_signals(glob, key="acts"), expected)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("safetensors") is None, reason="safetensors not installed"
-)
 def test_safetensors_package_files(tmp_path):
+    """Files written by the safetensors package itself (a test dependency) read without it."""
     from safetensors.numpy import save_file
 
     X = signals().astype(np.float32)
