@@ -27,7 +27,7 @@ class AbstractCodingSolver(eqx.Module):
     def stages(self, op: DictionaryOperator) -> tuple["AbstractCodingSolver", ...]:
         """Variants of this solver run one after the other, cheapest first (default: itself).
 
-        A signal flagged by a stage's [`overflow`][] moves on to the next stage with its state;
+        A signal flagged by a stage's `overflow` moves on to the next stage with its state;
         the others stay where they are. The states of all stages must have one structure.
         """
         return (self,)
