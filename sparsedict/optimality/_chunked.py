@@ -19,13 +19,15 @@ import time
 from collections.abc import Callable
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
 from .._coding._driver import sparse_code
 from .._objective import certificate, kkt_residual, residual
-from ._report import AtomResiduals, FreeAtom, OptimalityReport, SignalResiduals
+from ._first_order import residuals_from_sums
+from ._report import FreeAtom, OptimalityReport, SignalResiduals
 from ._second_order import _KINK_EPS
 
 
@@ -228,32 +230,17 @@ def certify_chunked(
 
     lam_f = float(lam)
     W = float(n)
-    Dn = np.asarray(D)
-    s = np.asarray(acc["s"])
-    mass = np.asarray(acc["mass"])
-    grad = -s / W
-    used = mass > 0
-    normal = np.sum(Dn * grad, axis=-1)
-    riemannian = grad - normal[:, None] * Dn
-    nu = np.sum(Dn * s, axis=-1)
-    safe = np.where(used, mass, 1.0)[:, None]
-    mean_residual = np.where(used[:, None], s / safe, 0.0)
-    constraint = np.where(used, np.linalg.norm(mean_residual - lam_f * Dn, axis=-1), 0.0)
-    q = s + np.asarray(acc["sumsq"])[:, None] * Dn
-    q_norm = np.linalg.norm(q, axis=-1)
-    alignment = np.where(used, np.sum(q * Dn, axis=-1) / np.where(used, q_norm, 1.0), 1.0)
-    atoms = AtomResiduals(
-        mass=mass,
-        gradient=grad,
-        riemannian_gradient=riemannian,
-        gradient_norm=np.linalg.norm(riemannian, axis=-1),
-        multiplier=nu,
-        would_shrink=used & (nu < 0),
-        constraint=constraint,
-        relative_constraint=constraint / lam_f,
-        alignment=alignment,
-        dead=~used,
-        masked=np.zeros(k, bool),
+    atoms = jax.tree_util.tree_map(
+        np.asarray,
+        residuals_from_sums(
+            jnp.asarray(D),
+            jnp.asarray(acc["s"]),
+            jnp.asarray(acc["mass"]),
+            jnp.asarray(acc["sumsq"]),
+            lam_f,
+            W,
+            jnp.ones(k, bool),
+        ),
     )
     signals = SignalResiduals(**{key: np.concatenate(v) for key, v in per_signal.items()})
     direction = best_residual / best_norm if best_norm > 0 else np.zeros(d, dtype)

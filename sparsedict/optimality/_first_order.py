@@ -41,8 +41,14 @@ def atom_residuals(X, D, codes, lam, weights, mask) -> AtomResiduals:
     active = jnp.ones((k,), bool) if mask is None else mask
     W = jnp.sum(weights)
     grad = jax.grad(mean_objective, argnums=1)(X, D, codes, lam, weights)  # -(1/W) s_k, row k
-    s = -W * grad
-    mass = weights @ codes
+    return residuals_from_sums(D, -W * grad, weights @ codes, weights @ codes**2, lam, W, active)
+
+
+def residuals_from_sums(D, s, mass, square_mass, lam, W, active) -> AtomResiduals:
+    r"""The per-atom report from sums over signals, which can be accumulated in chunks:
+    $s_k = \sum_i w_i a_{ik} r_i$, the mass $m_k = \sum_i w_i a_{ik}$, $\sum_i w_i a_{ik}^2$
+    and $W = \sum_i w_i$."""
+    grad = -s / W
     used = active & (mass > 0)
     normal = jnp.sum(D * grad, axis=-1)
     riemannian = grad - normal[:, None] * D
@@ -50,7 +56,7 @@ def atom_residuals(X, D, codes, lam, weights, mask) -> AtomResiduals:
     mean_residual = _safe_divide(s, mass[:, None], used[:, None])
     constraint = jnp.where(used, jnp.linalg.norm(mean_residual - lam * D, axis=-1), 0.0)
     # q_k = s_k + (sum_i w_i a_ik^2) d_k; cos(q_k, d_k) is 1 at a stationary point.
-    q = s + (weights @ codes**2)[:, None] * D
+    q = s + square_mass[:, None] * D
     q_norm = jnp.linalg.norm(q, axis=-1)
     alignment = jnp.where(used, _safe_divide(jnp.sum(q * D, axis=-1), q_norm, used), 1.0)
     return AtomResiduals(
