@@ -1,6 +1,7 @@
 import numpy as np
 import spams
 from benchopt import BaseSolver
+from benchopt.stopping_criterion import SingleRunCriterion
 
 
 class Solver(BaseSolver):
@@ -9,6 +10,7 @@ class Solver(BaseSolver):
     name = "spams"
     requirements = ["pip::spams-bin"]
     sampling_strategy = "run_once"
+    stopping_criterion = SingleRunCriterion()  # not the objective's gap-progress criterion
 
     def set_objective(self, X, D, lam):
         self.Xf = np.asfortranarray(X.T)
