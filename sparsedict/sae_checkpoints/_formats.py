@@ -36,11 +36,13 @@ def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
-def _unit_rows(W_dec, name):
+def _loaded(decoder_name, *, W_dec, **fields) -> LoadedSAE:
+    """The `LoadedSAE` with the decoder rows `W_dec` (k, d) split into unit atoms and norms."""
     norms = np.linalg.norm(W_dec, axis=1)
     if np.any(norms == 0):
-        raise ValueError(f"{name} has {int(np.sum(norms == 0))} zero decoder rows; drop them first")
-    return W_dec / norms[:, None], norms
+        zero = int(np.sum(norms == 0))
+        raise ValueError(f"{decoder_name} has {zero} zero decoder rows; drop them first")
+    return LoadedSAE(D=W_dec / norms[:, None], norms=norms, **fields)
 
 
 def _check_shapes(path, W_enc, W_dec, b_dec):
@@ -103,18 +105,17 @@ def _saelens(path, scaling_factor):
                 f"lam = l1_coefficient / (2 s) = {coef:g} / (2 * {s:g}) = {lam:g}; "
                 + _scale_note(scaling_factor)
             )
-    D, norms = _unit_rows(W_dec, f"{path}: W_dec")
     threshold = _f64(weights["threshold"]) if "threshold" in weights else None
     if threshold is not None and norm == "expected_average_only_in":
         threshold = threshold * s
     top_k = int(cfg["k"]) if arch in ("topk", "batchtopk") else None
-    return LoadedSAE(
+    return _loaded(
+        f"{path}: W_dec",
         library="saelens",
         activation={"standard": "relu"}.get(arch, arch),
         W_enc=W_enc,
         b_enc=b_enc,
-        D=D,
-        norms=norms,
+        W_dec=W_dec,
         b_dec=b_dec,
         subtract_b_dec=bool(cfg.get("apply_b_dec_to_input", True)),
         lam=lam,
@@ -137,15 +138,14 @@ def _sparsify(path, scaling_factor):
         raise ValueError(f"{path}: sparsify activation {cfg.get('activation')!r} is not supported")
     W_enc, W_dec, b_dec = weights["encoder.weight"], weights["W_dec"], weights["b_dec"]
     _check_shapes(path, W_enc, W_dec, b_dec)
-    D, norms = _unit_rows(W_dec, f"{path}: W_dec")
     del scaling_factor  # sparsify trains on raw activations
-    return LoadedSAE(
+    return _loaded(
+        f"{path}: W_dec",
         library="sparsify",
         activation="topk",
         W_enc=W_enc,
         b_enc=weights["encoder.bias"],
-        D=D,
-        norms=norms,
+        W_dec=W_dec,
         b_dec=b_dec,
         subtract_b_dec=True,
         lam=None,
@@ -186,7 +186,6 @@ def _dictionary_learning(path, scaling_factor):
     W_dec = weights["decoder.weight"].T  # nn.Linear(dict_size, activation_dim): (d, k)
     b_dec = weights["bias"] if "bias" in weights else weights["b_dec"]
     _check_shapes(path, W_enc, W_dec, b_dec)
-    D, norms = _unit_rows(W_dec, f"{path}: decoder.weight")
     s = 1.0 if scaling_factor is None else float(scaling_factor)
     lam, top_k, threshold = None, None, None
     activation = "relu"
@@ -214,13 +213,13 @@ def _dictionary_learning(path, scaling_factor):
         convention = (
             f"dictionary_learning {dict_class}: no L1 term in the loss; pass lam or target_l0"
         )
-    return LoadedSAE(
+    return _loaded(
+        f"{path}: decoder.weight",
         library="dictionary_learning",
         activation=activation,
         W_enc=W_enc,
         b_enc=weights["encoder.bias"],
-        D=D,
-        norms=norms,
+        W_dec=W_dec,
         b_dec=b_dec,
         subtract_b_dec=True,
         lam=lam,
