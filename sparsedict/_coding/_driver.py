@@ -177,8 +177,10 @@ def _run_stage(solver, op, sigs, carry, tol, max_steps, sizes):
     return jax.lax.while_loop(cond, body, carry)
 
 
-def _solve_all(solver, op, sigs, init, tol, max_steps):
-    """Every signal through the solver's stages (`solver.stages`), compacted as it finishes."""
+def _solve_chunk(solver, op, sigs, init, tol, max_steps):
+    """Every signal of one chunk through the solver's stages (`solver.stages`), compacted as it
+    finishes. Returns the codes, the steps and whether each signal stopped early (certified or
+    at the solver's fixed point)."""
     n = init.shape[0]
     states = jax.vmap(solver.init, in_axes=(None, 0, 0))(op, sigs, init)
     false = jnp.zeros(n, bool)
@@ -195,14 +197,52 @@ def _solve_all(solver, op, sigs, init, tol, max_steps):
             stage, op, sigs, (states, steps, done, stalled, parked), tol, max_steps, sizes
         )
     states, steps, done, stalled, _ = carry
-    codes = jax.vmap(solver.codes)(states)
+    return jax.vmap(solver.codes)(states), steps, stalled | done
+
+
+def chunk_size(n: int, k: int) -> int:
+    """Signals solved together: on a CPU, chunks whose (chunk, k) working arrays stay in cache
+    (2^21 entries of the code-sized arrays, 64 to 512 signals: measured on P1, the steady time
+    per signal of the whole batch of 4096 was 3.5x that of a batch of 256); on accelerators
+    every signal at once."""
+    if jax.default_backend() != "cpu":
+        return n
+    return min(n, max(64, min(512, 2 ** (21 - max(k - 1, 1).bit_length()))))
+
+
+def _solve_all(solver, op, sigs, init, tol, max_steps):
+    """Every signal through `_solve_chunk`, one chunk of `chunk_size` signals after another
+    (padded with zero signals, whose zero codes are certified at once), then the final
+    certificate of every signal."""
+    n, k = init.shape
+    size = chunk_size(n, k)
+    if size >= n:
+        codes, steps, early = _solve_chunk(solver, op, sigs, init, tol, max_steps)
+    else:
+        count = -(-n // size)
+        pad = count * size - n
+
+        def chunks(a, fill):
+            a = jnp.concatenate([a, jnp.full((pad,) + a.shape[1:], fill, a.dtype)])
+            return a.reshape((count, size) + a.shape[1:])
+
+        padded = (
+            jax.tree_util.tree_map(lambda a: chunks(a, 0), sigs)._replace(lam=chunks(sigs.lam, 1)),
+            chunks(init, 0),
+        )
+        codes, steps, early = jax.lax.map(
+            lambda c: _solve_chunk(solver, op, c[0], c[1], tol, max_steps), padded
+        )
+        codes, steps, early = (
+            a.reshape((count * size,) + a.shape[2:])[:n] for a in (codes, steps, early)
+        )
     # final certificate, independent of the solver's: from the residual, rounding bounded
     bound, g = jax.vmap(op.certified_certificate)(sigs, codes)
     cert = bound.certificate
     kkt = kkt_residual(codes, g, sigs.lam, op.atom_mask)
     converged = cert.relative_gap <= tol
     # not converged but stopped short of max_steps: at the precision limit of the certificate
-    return codes, cert, kkt, converged, steps, (stalled | done) & ~converged
+    return codes, cert, kkt, converged, steps, early & ~converged
 
 
 def _normalise(X, lam, init):
