@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from .. import _validation as check
 from .._coding._driver import sparse_code
 from .._objective import certificate, kkt_residual, residual
 from ._first_order import residuals_from_sums
@@ -112,7 +113,7 @@ def _resolve_unconverged(rows, D, lam, result, fallback, tol, max_steps):
 
 
 def _rows(X, start, stop, dtype):
-    return np.asarray(X[start:stop], dtype=dtype)
+    return np.asarray(check.as_array(X[start:stop], "X"), dtype=dtype)
 
 
 @dataclasses.dataclass
@@ -149,8 +150,9 @@ def certify_chunked(
     r"""First-order certificate of unit-norm atoms `D` (k, d) on signals `X` (n, d), by chunks.
 
     Arguments:
-        X: an array or anything sliceable by rows (a memory-mapped `.npy`, `np.load(mmap_mode=
-            "r")`); rows are read one chunk at a time and cast to the dtype of `D`.
+        X: an array (numpy, JAX, torch, a list) or anything sliceable by rows (a memory-mapped
+            `.npy`, `np.load(mmap_mode="r")`); rows are read one chunk at a time and cast to the
+            dtype of `D` (float32 for a float16/bfloat16 `D`).
         D: unit-norm atoms (k, d). lam: scalar > 0. center: optional (d,) subtracted from every
             signal (an SAE's `b_dec`).
         chunk_size: signals coded at once; the last chunk is padded with zero signals (zero codes,
@@ -168,8 +170,10 @@ def certify_chunked(
         progress: called as `progress(signals_done, n)` after each chunk.
     """
     t0 = time.perf_counter()
-    D = jnp.asarray(D)
-    dtype = D.dtype
+    if isinstance(X, (list, tuple)):
+        X = check.as_array(X, "X")
+    dtype = check.float_dtype(("D", D))
+    D = jnp.asarray(check.as_array(D, "D"), dtype)
     k, d = D.shape
     n = X.shape[0]
     if X.shape[1] != d:
@@ -183,8 +187,8 @@ def certify_chunked(
                 f"certify would need {plan}, above the limit of {memory_limit / 2**30:.2f} GiB; "
                 "lower chunk_size, or skip the second-order tests"
             )
-    center = None if center is None else np.asarray(center, dtype)
-    lam_arr = jnp.asarray(lam, dtype)
+    center = None if center is None else np.asarray(check.as_array(center, "center"), dtype)
+    lam_arr = jnp.asarray(check.as_array(lam, "lam"), dtype)
     # The kink level of the block test is set by the largest signal norm (one cheap pass).
     scale = 0.0
     for start in range(0, n, chunk_size):
@@ -310,7 +314,7 @@ def block_ratio_matrix_free(
     """
     if cert.residuals is None or cert.active is None:
         raise ValueError("run certify_chunked(..., keep_residuals=True) first")
-    D = np.asarray(D, np.float64)
+    D = np.asarray(check.as_array(D, "D"), np.float64)
     R = np.asarray(cert.residuals, np.float64)
     active = cert.active.tocoo()
     rows, cols = active.row.astype(np.int64), active.col.astype(np.int64)
