@@ -10,28 +10,19 @@ import numpy as np
 
 from ..optimality._chunked import block_ratio_matrix_free, certify_chunked, plan_certify
 from ..optimality._report import format_report
+from ..streaming import load_array
 from ._formats import load_sae
 from ._lam_for_l0 import lam_for_l0
 from ._metrics import sae_metrics
-from ._safetensors_io import read_safetensors
 
 
 def open_signals(path):
-    """Rows of a `.npy` (memory-mapped), `.npz` or `.safetensors` holding one (n, d) array."""
+    """Rows of a `.npy` (memory-mapped: the passes read it chunk by chunk) or of the one (n, d)
+    array of a `.npz`/`.safetensors` file (read whole by `sparsedict.streaming.load_array`)."""
     path = os.fspath(path)
     if path.endswith(".npy"):
         return np.load(path, mmap_mode="r")
-    if path.endswith(".npz"):
-        with np.load(path) as z:
-            if len(z.files) != 1:
-                raise ValueError(f"{path} holds several arrays {z.files}; save one (n, d) array")
-            return z[z.files[0]]
-    if path.endswith(".safetensors"):
-        tensors = read_safetensors(path)
-        if len(tensors) != 1:
-            raise ValueError(f"{path} holds several tensors {sorted(tensors)}; save one")
-        return next(iter(tensors.values())).astype(np.float32)
-    raise ValueError(f"{path}: expected a .npy, .npz or .safetensors file of signals (n, d)")
+    return load_array(path)
 
 
 def _jsonable(x):
