@@ -110,9 +110,12 @@ def main():
     solver = ActiveSet(max_support=support)
     X, D, b_dec = problem(s["d"], s["k"], s["n"], s["l0"], s["dtype"])
     t0, c0 = time.perf_counter(), cpu_seconds()
+
+    def coded(p):
+        print(f"  coded {p.done}/{p.total}", flush=True)
+
     cert = certify_chunked(X, D, args.lam, center=b_dec, chunk_size=s["chunk"],
-                           keep_residuals=True, solver=solver,
-                           progress=lambda i, n: print(f"  coded {i}/{n}", flush=True))  # fmt: skip
+                           keep_residuals=True, solver=solver, progress=coded)  # fmt: skip
     first, first_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     r = cert.report
     worst = float(np.max(r.atoms.relative_constraint))

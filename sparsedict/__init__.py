@@ -26,6 +26,7 @@ from ._learning._metrics import StepInfo as StepInfo
 from ._learning._sae import SAE as SAE
 from ._objective import kkt_residual as kkt_residual
 from ._objective import lam_max as lam_max
+from ._progress import Progress as Progress
 from ._sweep._engine import SweepPlan as SweepPlan
 from ._sweep._engine import SweepResult as SweepResult
 from ._sweep._engine import plan_sweep as plan_sweep
@@ -48,6 +49,7 @@ __all__ = [
     "CoordinateDescent",
     "FISTA",
     "LearnedDictionary",
+    "Progress",
     "RESULTS",
     "SAE",
     "StepInfo",

@@ -2,8 +2,15 @@
 
 import argparse
 import dataclasses
+import logging
 import sys
 import time
+
+from ._progress import logger, to_stderr
+
+# Output: results on stdout; what is being done (banners, stages, per-chunk progress) through the
+# "sparsedict" logger on stderr, at the level --quiet / --verbose choose; errors always.
+_note = logger.info
 
 
 def _float_dtype(args):
@@ -28,7 +35,7 @@ def _demo(args) -> int:
         args.n, args.d, args.k, density=args.density, seed=args.seed, dtype=dtype
     )
     lam = args.lam
-    print(
+    _note(
         f"sparsedict demo: {args.n} signals, d={args.d}, k={args.k} atoms, lam={lam}, "
         f"solver={args.solver}, {np.dtype(dtype).name}, device={jax.devices()[0].platform}"
     )
@@ -36,7 +43,15 @@ def _demo(args) -> int:
     result = sd.sparse_code(X, D, lam, solver=args.solver, tol=args.tol, max_steps=args.max_steps)
     result.codes.block_until_ready()
     elapsed = time.perf_counter() - start
-    print(f"solved in {elapsed:.2f} s (including compilation)\n")
+    _note(f"solved in {elapsed:.2f} s (including compilation)")
+    steps, l0 = np.asarray(result.steps), np.asarray((result.codes > 0).sum(axis=1))
+    logger.debug(
+        f"solver steps per signal: min {steps.min()}, median {np.median(steps):g}, max "
+        f"{steps.max()}; L0 per signal: mean {l0.mean():.2f}, max {l0.max()}"
+    )
+    if args.quiet:
+        print(result.summary())
+        return 0 if bool(result.converged.all()) else 1
     print("per-signal certificates (first 8 signals):")
     print(
         f"{'signal':>6} {'L0':>4} {'primal':>10} {'gap':>10} {'rel. gap':>10} {'KKT':>10} "
@@ -144,7 +159,9 @@ def _sweep_on_this_host(args) -> int:
     if args.dry_run:
         print(sd.plan_sweep(X, spec, memory_budget=budget, member_batch=args.member_batch))
         return 0
-    print(
+    if jax.process_index() != 0:
+        logger.setLevel(logging.ERROR)  # the first host reports progress
+    _note(
         f"sparsedict sweep: {source}, n={X.shape[0]}, d={X.shape[1]}; widths {spec.widths}, "
         f"seeds {spec.seeds}, lams {spec.lams}; {len(spec.members())} members in "
         f"{len(spec.grouped())} buckets on {len(jax.devices())} {jax.devices()[0].platform} "
@@ -156,13 +173,14 @@ def _sweep_on_this_host(args) -> int:
         X,
         spec,
         out=args.out,
-        verbose=not args.quiet,
+        verbose=False,  # progress goes to the logger, shown as --quiet/--verbose say
         memory_budget=budget,
         member_batch=args.member_batch,
     ).rows
     if jax.process_index() != 0:
         return 0  # the first host prints and plots
-    print(f"\nswept in {time.perf_counter() - start:.1f} s; mean over seeds per width:")
+    _note(f"swept in {time.perf_counter() - start:.1f} s")
+    print("mean over seeds per width:")
     header = (
         f"{'lam':>6} {'width':>6} {'objective':>10} {'bound':>9} {'F-bound':>9} {'L0':>6} "
         f"{'dead':>5} {'expl.var':>8} {'stationarity':>12}"
@@ -227,8 +245,11 @@ def _certify(args) -> int:
             f"{norms.min():.3g} to {norms.max():.3g}); rerun with --normalize to normalise them "
             "(the objective of THEORY assumes unit-norm atoms)"
         )
-    print(f"certify: dictionary {D.shape} (atoms as rows), data {X.shape}, lam={args.lam}")
+    start = time.perf_counter()
     report = sd.optimality.certify(X, D, args.lam)
+    # after the work: a refused input leaves its one-line error alone on stderr
+    _note(f"certify: dictionary {D.shape} (atoms as rows), data {X.shape}, lam={args.lam}")
+    logger.debug(f"codes re-solved and residuals computed in {time.perf_counter() - start:.2f} s")
     print(report)
     bound = float(sd.wide_limit.bound(X, args.lam))
     print(
@@ -253,6 +274,7 @@ def _certify_sae(args) -> int:
         second_order=not args.first_order_only,
         max_support=args.max_support,
         scaling_factor=args.scaling_factor,
+        note=_note,
     )
 
 
@@ -271,9 +293,16 @@ def _one_line(error: BaseException) -> str:
 
 
 def _command(sub, name, run, *, help, description):
-    """A subcommand running `run(args)`; every one can compute in float64."""
+    """A subcommand running `run(args)`; every one can compute in float64 and talk more or less."""
     parser = sub.add_parser(name, help=help, description=description)
     parser.add_argument("--float64", action="store_true", help="compute in float64")
+    talk = parser.add_mutually_exclusive_group()
+    talk.add_argument(
+        "-q", "--quiet", action="store_true", help="print only errors and the final result"
+    )
+    talk.add_argument(
+        "-v", "--verbose", action="store_true", help="also show progress after every chunk"
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -409,7 +438,6 @@ def main(argv=None) -> int:
     sweep.add_argument(
         "--out", default="sweep_results", help="results folder (default sweep_results)"
     )
-    sweep.add_argument("--quiet", action="store_true", help="no progress output")
 
     cert = _command(
         sub,
@@ -463,8 +491,10 @@ def main(argv=None) -> int:
     )
     cert.add_argument("--normalize", action="store_true", help="normalise atoms to unit norm first")
     args = parser.parse_args(argv)
+    level = logging.ERROR if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     try:
-        return args.run(args)
+        with to_stderr(level):
+            return args.run(args)
     except KeyboardInterrupt:
         print(f"sparsedict {args.command}: interrupted", file=sys.stderr)
         return 130

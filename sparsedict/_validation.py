@@ -7,9 +7,18 @@ expected shape. Value problems (NaN/inf, negative `lam`, zero-norm atoms) are ca
 Public entries validate once, then call internal kernels that check nothing (inside compiled
 programs too: a check's error branch runs on one device, so in a program with arrays split over
 devices it would gather every checked array onto that device at every call).
+
+Inputs come from anywhere: numpy and JAX arrays, Python lists and scalars, and torch tensors
+(when torch is imported) all pass through `as_array`. Integer inputs are computed in the default
+float dtype (float64 with `jax_enable_x64`, else float32); float16 and bfloat16 inputs are upcast
+to float32 for the solve (results are float32); complex, string and object inputs are refused
+with a `TypeError` naming the argument.
 """
 
+import sys
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -19,16 +28,71 @@ error_if = eqx.error_if
 _UNIT_NORM_EPS = 1e3
 
 
+def is_torch_tensor(a):
+    """Whether `a` is a torch tensor (without importing torch: a tensor implies it is loaded)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(a, torch.Tensor)
+
+
+def low_precision(dtype):
+    """float16 or bfloat16: upcast to float32 for the solve."""
+    return jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+
+
+def _torch_to_numpy(a):
+    """A torch tensor on the host as numpy (bfloat16, which numpy lacks, through float32)."""
+    torch = sys.modules["torch"]
+    a = a.detach().cpu()
+    return (a.float() if a.dtype == torch.bfloat16 else a).numpy()
+
+
+def as_array(a, name):
+    """`a` (a numpy or JAX array, a torch tensor, a list or a scalar) as a numpy or JAX array of
+    real numbers (boolean, integer or floating dtype, unchanged): the one converter of every
+    public entry. Anything else (complex, strings, objects, ragged lists) raises a `TypeError`
+    naming the argument. JAX arrays and tracers pass through untouched.
+    """
+    if is_torch_tensor(a):
+        a = _torch_to_numpy(a)
+    elif not isinstance(a, (jax.Array, np.ndarray)):
+        try:
+            a = np.asarray(a)
+        except ValueError as e:  # ragged nested lists
+            raise TypeError(f"{name} must be an array of numbers: {e}") from None
+    dt = a.dtype
+    if jnp.issubdtype(dt, jnp.complexfloating):
+        raise TypeError(
+            f"{name} is complex (dtype {dt}); the problem is real: pass {name}.real or abs({name})"
+        )
+    if not (
+        jnp.issubdtype(dt, jnp.floating)
+        or jnp.issubdtype(dt, jnp.integer)
+        or jnp.issubdtype(dt, jnp.bool_)
+    ):
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {dt}")
+    return a
+
+
+def optional_array(a, name):
+    """`as_array(a, name)`, or None for None."""
+    return None if a is None else as_array(a, name)
+
+
+def _compute_dtype(dt, name):
+    """Floating dtypes of at least 32 bits as they are; float16/bfloat16 -> float32."""
+    if jnp.issubdtype(dt, jnp.bool_):
+        raise TypeError(f"{name} must hold numbers, got dtype bool")
+    if low_precision(dt):
+        return jnp.dtype(jnp.float32)
+    return dt
+
+
 def float_dtype(*arrays):
-    """The common floating dtype of the arrays; integer or boolean inputs are refused."""
-    for name, a in arrays:
-        dt = jnp.result_type(a)
-        if not jnp.issubdtype(dt, jnp.floating):
-            raise TypeError(
-                f"{name} must be a floating-point array (float32 or float64), got dtype {dt}; "
-                f"convert it with {name}.astype(float)"
-            )
-    return jnp.result_type(*(a for _, a in arrays))
+    """The common dtype in which `(name, array)` pairs are computed: that of the floating inputs
+    (float16 and bfloat16 count as float32); the default float if every input is integer."""
+    dtypes = [_compute_dtype(as_array(a, name).dtype, name) for name, a in arrays]
+    floats = [dt for dt in dtypes if jnp.issubdtype(dt, jnp.floating)]
+    return jnp.result_type(*floats) if floats else jax.dtypes.canonicalize_dtype(jnp.float64)
 
 
 def check_finite(a, name):
@@ -37,7 +101,7 @@ def check_finite(a, name):
 
 def signals(X, dtype, name="X"):
     """`X` as a float array of shape (n, d) (or (d,) for one signal), checked finite."""
-    X = jnp.asarray(X, dtype)
+    X = jnp.asarray(as_array(X, name), dtype)
     if X.ndim not in (1, 2):
         raise ValueError(f"{name} must have shape (n, d) or (d,), got shape {X.shape}")
     if X.shape[-1] == 0:
@@ -49,7 +113,7 @@ def signals(X, dtype, name="X"):
 
 def dictionary(D, d, dtype, mask=None, name="D"):
     """`(D, atom_mask)`: D of shape (k, d), finite, with no zero-norm unmasked atom."""
-    D = jnp.asarray(D, dtype)
+    D = jnp.asarray(as_array(D, name), dtype)
     if D.ndim != 2:
         raise ValueError(f"{name} must have shape (k, {d}) with atoms as rows, got shape {D.shape}")
     if D.shape[0] == 0:
@@ -73,7 +137,7 @@ def dictionary(D, d, dtype, mask=None, name="D"):
 def atom_mask(mask, k, name="atom_mask"):
     if mask is None:
         return None
-    mask = jnp.asarray(mask)
+    mask = jnp.asarray(as_array(mask, name))
     if mask.shape != (k,):
         raise ValueError(f"{name} must have shape ({k},), got shape {mask.shape}")
     if mask.dtype != jnp.bool_:
@@ -83,11 +147,8 @@ def atom_mask(mask, k, name="atom_mask"):
 
 def lam(value, batch_shape, dtype, name="lam"):
     """`lam` (scalar or one per signal) broadcast to `batch_shape`, checked finite and >= 0."""
-    value = jnp.asarray(value)
-    if not jnp.issubdtype(value.dtype, jnp.floating) and not jnp.issubdtype(
-        value.dtype, jnp.integer
-    ):
-        raise TypeError(f"{name} must be a real number or array, got dtype {value.dtype}")
+    value = jnp.asarray(as_array(value, name))
+    _compute_dtype(value.dtype, name)  # refuses booleans
     value = value.astype(dtype)
     if value.ndim > 0 and value.shape != tuple(batch_shape):
         raise ValueError(
@@ -101,7 +162,7 @@ def lam(value, batch_shape, dtype, name="lam"):
 
 def codes(A, shape, dtype, name="codes"):
     """Codes of the given shape, finite and nonnegative."""
-    A = jnp.asarray(A)
+    A = jnp.asarray(as_array(A, name))
     if A.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got shape {A.shape}")
     A = check_finite(A.astype(dtype), name)
@@ -125,7 +186,7 @@ def tol(value, dtype, name="tol"):
     """A relative-gap tolerance: the dtype's default (1e-10 float64, 1e-6 float32) or one >= 0."""
     if value is None:
         value = 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-6
-    value = jnp.asarray(value, dtype)
+    value = jnp.asarray(as_array(value, name), dtype)
     return error_if(value, ~(value >= 0), f"{name} must be >= 0")
 
 
@@ -133,7 +194,7 @@ def weights(w, n, dtype, name="weights"):
     r"""Weights $w_i \ge 0$ of shape (n,), finite, with $W = \sum_i w_i > 0$ (default: all 1)."""
     if w is None:
         return jnp.ones((n,), dtype)
-    w = jnp.asarray(w)
+    w = jnp.asarray(as_array(w, name))
     if w.shape != (n,):
         raise ValueError(f"{name} must have one value per signal, shape ({n},), got {w.shape}")
     w = check_finite(w.astype(dtype), name)
@@ -163,7 +224,7 @@ def unit_atoms(D, mask, name="D"):
 
 def matrix_signals(X, dtype, name="X"):
     """`X` as a float array of shape (n, d), checked finite."""
-    X = jnp.asarray(X, dtype)
+    X = jnp.asarray(as_array(X, name), dtype)
     if X.ndim != 2:
         raise ValueError(f"{name} must have shape (n, d), got shape {X.shape}")
     return signals(X, dtype, name)

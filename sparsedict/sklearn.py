@@ -19,18 +19,33 @@ THEORY 2.4).
 
 Computation runs in JAX: in float64 when float64 is enabled
 (`jax.config.update("jax_enable_x64", True)`), else in float32; outputs have the input's dtype.
+Inputs may also be JAX arrays or torch tensors; float16 and bfloat16 inputs are upcast to float32
+(outputs are then float32).
 """
 
+import jax
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import _validation as check
 
 __all__ = [
     "NonnegativeDictionaryLearning",
     "NonnegativeMiniBatchDictionaryLearning",
     "NonnegativeSparseCoder",
 ]
+
+
+def _validate(estimator, X, **kwargs):
+    """`validate_data` after the package's converter for what scikit-learn cannot read (torch
+    tensors, JAX arrays, float16 and bfloat16, which it would cast to float64)."""
+    if check.is_torch_tensor(X) or isinstance(X, jax.Array):
+        X = np.asarray(check.as_array(X, "X"))
+    if isinstance(X, np.ndarray) and check.low_precision(X.dtype):
+        X = X.astype(np.float32)
+    return validate_data(estimator, X, dtype=[np.float64, np.float32], **kwargs)
 
 
 def _check_alpha(alpha):
@@ -76,7 +91,7 @@ class NonnegativeSparseCoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     @property
     def components_(self):
         """The dictionary with unit-norm rows (n_components, n_features)."""
-        D = np.asarray(self.dictionary, dtype=float)
+        D = np.asarray(check.as_array(self.dictionary, "dictionary"), dtype=float)
         if D.ndim != 2 or D.shape[0] == 0 or D.shape[1] == 0:
             raise ValueError(
                 f"dictionary must have shape (n_components, n_features), got {D.shape}"
@@ -92,13 +107,13 @@ class NonnegativeSparseCoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     def fit(self, X, y=None):
         """Validate `X` and the parameters; nothing is learned (the coder is stateless)."""
-        validate_data(self, X, dtype=[np.float64, np.float32])
+        _validate(self, X)
         _check_alpha(self.alpha)
         return self
 
     def transform(self, X):
         """Codes (n_samples, n_components) >= 0."""
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = _validate(self, X, reset=False)
         D = self.components_
         if D.shape[1] != X.shape[1]:
             raise ValueError(
@@ -140,20 +155,20 @@ class _DictionaryLearner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     def fit(self, X, y=None):
         """Learn the dictionary `components_` from `X` (n_samples, n_features)."""
-        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        X = _validate(self, X)
         self._learn(X)
         return self
 
     def fit_transform(self, X, y=None):
         """Learn the dictionary and return the exact codes of `X` for it."""
-        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        X = _validate(self, X)
         self._learn(X)
         return self.transform(X)
 
     def transform(self, X):
         """Exact nonnegative codes (n_samples, n_components) for the learned dictionary."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = _validate(self, X, reset=False)
         D = self.components_.astype(X.dtype)
         return _encode(X, D, _check_alpha(self.alpha), self.solver, None, 1000)
 
@@ -246,7 +261,7 @@ class NonnegativeMiniBatchDictionaryLearning(_DictionaryLearner):
         from ._learning._online import Online
 
         first = not hasattr(self, "_state")
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=first)
+        X = _validate(self, X, reset=first)
         alpha = _check_alpha(self.alpha)
         learner = Online(solver=self.solver, forgetting=float(self.forgetting))
         if first:

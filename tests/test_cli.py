@@ -83,3 +83,56 @@ def test_load_array_reads_a_column_major_file_whole(files):
     D = np.load(files["D"])
     assert np.load(files["DT"]).flags.f_contiguous  # np.save of a transposed array
     np.testing.assert_array_equal(sd.streaming.load_array(files["DT"]), D.T)
+
+
+# --- --quiet / --verbose on every subcommand --------------------------------------------------
+
+
+def _three_ways(argv, capsys, out_dir=None):
+    """(stdout, stderr) of the command run --quiet, plain and --verbose; each must succeed.
+    With `out_dir`, each run writes to its own `--out` folder below it."""
+    outputs = {}
+    for flag in ("--quiet", None, "--verbose"):
+        extra = [] if out_dir is None else ["--out", out_dir / str(flag).strip("-")]
+        code, out, err = run([*argv, *extra, *([flag] if flag else [])], capsys)
+        assert code == 0, err
+        outputs[flag] = (out, err)
+    return outputs["--quiet"], outputs[None], outputs["--verbose"]
+
+
+def test_demo_quiet_and_verbose(capsys):
+    quiet, plain, verbose = _three_ways(
+        ["demo", "--n", "16", "--d", "6", "--k", "10", "--float64"], capsys
+    )
+    assert quiet[1] == "" and "per-signal certificates" not in quiet[0]
+    assert "signals" in quiet[0]  # the summary, the final result
+    assert "sparsedict demo:" in plain[1] and "per-signal certificates" in plain[0]
+    assert "solver steps per signal" not in plain[1]
+    assert "solver steps per signal" in verbose[1] and "sparsedict demo:" in verbose[1]
+
+
+def test_certify_quiet_and_verbose(files, capsys):
+    argv = ["certify", "--data", files["X"], "--dictionary", files["D"], "--lam", "0.1"]
+    quiet, plain, verbose = _three_ways(argv, capsys)
+    assert quiet[0] == plain[0] == verbose[0]  # the same result
+    assert quiet[1] == ""
+    assert "certify: dictionary (12, 8)" in plain[1] and "re-solved" not in plain[1]
+    assert "codes re-solved and residuals computed in" in verbose[1]
+
+
+def test_sweep_quiet_and_verbose(files, tmp_path, capsys):
+    argv = ["sweep", "--data", files["X"], "--widths", "2,3", "--seeds", "0", "--max-steps", "4"]
+    argv += ["--chunk-size", "2", "--buckets", "single"]
+    quiet, plain, verbose = _three_ways(argv, capsys, out_dir=tmp_path)
+    for out, _ in (quiet, plain, verbose):
+        assert "mean over seeds per width" in out
+    assert quiet[1] == ""
+    assert "sparsedict sweep:" in plain[1] and "[sweep] 2/2 bucket 1/1" in plain[1]
+    assert "[sweep W=3] 2/4" not in plain[1]  # per-chunk lines only with --verbose
+    assert "[sweep W=3] 2/4" in verbose[1] and "[sweep W=3] 4/4" in verbose[1]
+
+
+def test_quiet_and_verbose_exclude_each_other(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--quiet", "--verbose"])
+    assert "not allowed with argument" in capsys.readouterr().err

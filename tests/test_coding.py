@@ -240,7 +240,8 @@ BAD_INPUTS = {
     "D rank": (lambda X, D: dict(D=D[0]), ValueError, "D must have shape"),
     "d mismatch": (lambda X, D: dict(D=D[:, :4]), ValueError, "features"),
     "empty X": (lambda X, D: dict(X=X[:0]), ValueError, "empty"),
-    "int X": (lambda X, D: dict(X=X.astype(int)), TypeError, "X must be a floating"),
+    "complex X": (lambda X, D: dict(X=X.astype(complex)), TypeError, "X is complex"),
+    "bool D": (lambda X, D: dict(D=D > 0), TypeError, "D must hold numbers"),
     "NaN X": (
         lambda X, D: dict(X=np.where(np.eye(4, 5) > 0, np.nan, X)),
         Exception,

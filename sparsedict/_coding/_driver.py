@@ -344,6 +344,11 @@ def sparse_code(
             (`eps` of the matmul dtype; measured values in the mixed-precision guide).
         throw: raise if some signal did not converge (otherwise see `result.converged`).
 
+    Arrays may be numpy, JAX, torch tensors (moved to the host) or nested lists. The solve runs in
+    the common dtype of X and D: float16 and bfloat16 inputs are upcast to float32 (the result is
+    then float32), integer inputs become the default float (float64 with `jax_enable_x64`, else
+    float32); complex, string and object inputs raise a `TypeError` naming the argument.
+
     Returns:
         A [`CodingResult`][sparsedict.CodingResult] with codes, per-signal gap, relative gap, KKT
         residual, converged flags, steps and a status. Works under `jit`, `vmap` and `grad`.

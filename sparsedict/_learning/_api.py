@@ -19,6 +19,7 @@ from .._coding._codes import solve_codes
 from .._coding._driver import default_tol
 from .._dictionary import init_dictionary
 from .._objective import mean_objective
+from .._progress import ProgressCallback
 from ..optimality import OptimalityReport
 from ..optimality._residuals import report
 from ._alternating import Alternating
@@ -227,6 +228,7 @@ def learn_dictionary(
     shuffle: streaming.Shuffle | None = None,
     prefetch: int = 2,
     verbose: bool = False,
+    progress: ProgressCallback | None = None,
     devices: Sequence[jax.Device] | None = None,
 ) -> LearnedDictionary:
     r"""Learn a unit-norm dictionary for $F(D, A) = \frac1n\sum_i \tfrac12\|x_i - a_iD\|^2 +
@@ -266,7 +268,10 @@ def learn_dictionary(
         shuffle: the online minibatch order (default `Shuffle()`: a uniform permutation per epoch
             up to 65,536 signals, block-wise beyond).
         prefetch: chunks of minibatches read ahead in a background thread (0: none).
-        verbose: print progress to stderr.
+        verbose: show progress on stderr (one line per chunk).
+        progress: called after each chunk with a [`Progress`][sparsedict.Progress] record
+            (steps done, `max_steps`, objective, L0, dead atoms, gradient norm), e.g. to drive a
+            tqdm bar or log to Weights & Biases. Progress also goes to the `"sparsedict"` logger.
         devices: train data-parallel over these devices (e.g. `jax.devices()`): the signals
             (alternating) or each minibatch (online) are split over them, the dictionary is
             replicated and the sufficient statistics are all-reduced by the compiler; the result
@@ -332,6 +337,7 @@ def learn_dictionary(
             chunk_size=chunk_size,
             checkpoint=checkpoint,
             verbose=verbose,
+            progress=progress,
             name=f"learn_dictionary[{method}]",
         )
     D = state.D
@@ -368,6 +374,7 @@ def train_sae(
     shuffle: streaming.Shuffle | None = None,
     prefetch: int = 2,
     verbose: bool = False,
+    progress: ProgressCallback | None = None,
     devices: Sequence[jax.Device] | None = None,
 ) -> TrainedSAE:
     r"""Train a vanilla ReLU SAE with optax and analyse its decoder with exact codes.
@@ -381,8 +388,9 @@ def train_sae(
     `stationarity_tol`. The result reports the amortisation gap: the objective with encoder codes
     minus the objective with exact codes for the same decoder.
 
-    `X`, `seed`, `eval_size`, `checkpoint`, `shuffle`, `prefetch` and `devices` (each minibatch
-    split over the devices, the SAE replicated, gradients all-reduced) are as in
+    `X`, `seed`, `eval_size`, `checkpoint`, `shuffle`, `prefetch`, `verbose`, `progress` and
+    `devices` (each minibatch split over the devices, the SAE replicated, gradients all-reduced)
+    are as in
     [`learn_dictionary`][sparsedict.learn_dictionary] (online): `X` may be streamed (a path, shards
     or a source), and the codes, objectives and amortisation gap are then those of the first
     `eval_size` signals.
@@ -423,6 +431,7 @@ def train_sae(
             chunk_size=chunk_size,
             checkpoint=checkpoint,
             verbose=verbose,
+            progress=progress,
             name="train_sae",
         )
     sae = state.sae

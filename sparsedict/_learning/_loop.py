@@ -6,12 +6,12 @@ an interrupted run resumes from its last finished chunk and ends with the same r
 """
 
 import os
-import sys
 import time
 
 import jax
 import numpy as np
 
+from .._progress import logger, report, verbosity
 from ._metrics import StepInfo
 
 
@@ -54,6 +54,7 @@ def run_chunks(
     chunk_size,
     checkpoint=None,
     verbose=True,
+    progress=None,
     name="train",
     place=None,
     fetch=None,
@@ -61,15 +62,25 @@ def run_chunks(
 ):
     """Run `chunk` until `certify` says done or `max_steps` steps; returns (state, history, done).
 
+    After each chunk, `sparsedict._progress.report`s the step (to the `"sparsedict"` logger at
+    DEBUG, and to `progress` if given); `verbose` shows those records on stderr.
+
     Sharded states: `place` puts a loaded state on the devices, `fetch` brings one to the host;
     with several hosts every host resumes from `checkpoint` and only the one with `save` writes it.
     """
+    with verbosity(verbose):
+        args = (max_steps, chunk_size, checkpoint, progress, name, place, fetch, save)
+        return _run(chunk, certify, state, *args)
+
+
+def _run(
+    chunk, certify, state, max_steps, chunk_size, checkpoint, progress, name, place, fetch, save
+):
     history, steps = None, 0
     if checkpoint is not None and os.path.exists(checkpoint):
         state, history, steps = _load(checkpoint, state)
         state = state if place is None else place(state)
-        if verbose:
-            print(f"[{name}] resumed from {checkpoint} at step {steps}", file=sys.stderr)
+        logger.info(f"[{name}] resumed from {checkpoint} at step {steps}")
     done, message = (False, "")
     if steps > 0:
         done, message = certify(state)
@@ -83,18 +94,20 @@ def run_chunks(
             if save:
                 _save(checkpoint, host_state, history, steps)
         done, message = certify(state)
-        if verbose:
-            elapsed = time.perf_counter() - start
-            # Batched runs (sweeps) have a members axis: show the mean over members.
-            last = StepInfo(*(np.mean(v[-1]) for v in history))
-            worst_grad = float(np.max(history.grad_norm[-1]))
-            eta = elapsed / steps * (max_steps - steps)
-            print(
-                f"[{name}] step {steps}/{max_steps}  F={last.objective:.6g}  L0={last.l0:.2f}  "
-                f"dead={last.dead:.3g}  worst |grad|={worst_grad:.2e}  {message}  "
-                f"({elapsed:.1f} s, <= {eta:.0f} s left)",
-                file=sys.stderr,
-            )
+        elapsed = time.perf_counter() - start
+        # Batched runs (sweeps) have a members axis: show the mean over members.
+        last = StepInfo(*(float(np.mean(v[-1])) for v in history))
+        worst_grad = float(np.max(history.grad_norm[-1]))
+        eta = elapsed / steps * (max_steps - steps)
+        report(
+            progress,
+            name,
+            steps,
+            max_steps,
+            f"F={last.objective:.6g}  L0={last.l0:.2f}  dead={last.dead:.3g}  "
+            f"worst |grad|={worst_grad:.2e}  {message}  ({elapsed:.1f} s, <= {eta:.0f} s left)",
+            **last._asdict(),
+        )
     if history is None:
         history = StepInfo(*(np.zeros((0,)) for _ in StepInfo._fields))
     return state, history, done

@@ -10,7 +10,7 @@ by `spec.layout` (`_layout.py`).
 
 import collections
 import dataclasses
-import sys
+import logging
 import time
 
 import jax
@@ -22,6 +22,7 @@ from .._coding._driver import default_tol
 from .._learning._alternating import Alternating
 from .._learning._loop import run_chunks
 from .._learning._online import Online
+from .._progress import logger, report, verbosity
 from ..streaming import Minibatches, Prefetcher, open_signals
 from ..wide_limit import bound as wide_limit_bound
 from . import _programs
@@ -161,7 +162,16 @@ def _compile_programs(data, spec, padded_width, members, member_batch):
 
 
 def run_group(
-    data, group, padded_width, spec, programs, *, checkpoint=None, verbose=True, label=""
+    data,
+    group,
+    padded_width,
+    spec,
+    programs,
+    *,
+    checkpoint=None,
+    verbose=True,
+    label="",
+    progress=None,
 ):
     """Train one group of members of a bucket with its compiled programs; returns (rows, D,
     per-atom)."""
@@ -210,6 +220,7 @@ def run_group(
         chunk_size=spec.chunk_size,
         checkpoint=checkpoint,
         verbose=verbose,
+        progress=progress,
         name=f"sweep W={padded_width}",
         place=place,
         fetch=to_host,
@@ -339,6 +350,7 @@ def run_sweep(
     *,
     out=None,
     verbose=True,
+    progress=None,
     devices=None,
     member_batch=None,
     memory_budget=None,
@@ -357,6 +369,10 @@ def run_sweep(
             vmapped batch's working set outgrows the caches and every signal of every member waits
             for the slowest solve, so one at a time is faster there).
         memory_budget: bytes per device the sweep may use (default: detected, see `_memory.py`).
+        verbose: show progress on stderr (a line per bucket and per chunk).
+        progress: called with a [`Progress`][sparsedict.Progress] record after each chunk
+            (task `"sweep W=..."`) and each bucket (task `"sweep"`, members done of all).
+            Progress also goes to the `"sparsedict"` logger (buckets at INFO, chunks at DEBUG).
 
     Returns a [`SweepResult`][sparsedict.SweepResult] (rows, one per member). With `out` set, an
     interrupted sweep resumes: finished buckets are skipped and the bucket in progress restarts
@@ -369,37 +385,52 @@ def run_sweep(
     store = ResultStore(out, spec, write=jax.process_index() == 0) if out is not None else None
     rows = [] if store is None else store.rows()
     try:
-        _run_buckets(data, spec, plan.buckets, store, rows, verbose)
+        with verbosity(verbose):
+            _run_buckets(data, spec, plan.buckets, store, rows, progress)
     finally:
         data.close()
     rows = sorted(rows, key=lambda r: (r["lam"], r["width"], r["seed"]))
     return SweepResult(spec=spec, rows=rows, out=out)
 
 
-def _run_buckets(data, spec, plans, store, rows, verbose):
+def _run_buckets(data, spec, plans, store, rows, progress):
     start = time.perf_counter()
     for b, (padded_width, (members, programs)) in enumerate(plans.items()):
         label = f"bucket {b + 1}/{len(plans)} (W={padded_width}, {len(members)} members)"
         if store is not None and store.finished(padded_width):
-            if verbose:
-                print(f"[sweep] {label}: already finished, skipped", file=sys.stderr)
+            logger.info(f"[sweep] {label}: already finished, skipped")
             continue
         bucket = run_bucket(
-            data, members, padded_width, spec, programs, store=store, verbose=verbose, label=label
+            data,
+            members,
+            padded_width,
+            spec,
+            programs,
+            store=store,
+            verbose=False,
+            label=label,
+            progress=progress,
         )
         if store is not None:
             store.save_bucket(padded_width, *bucket)
         rows.extend(bucket[0])
-        if verbose:
-            done = sum(len(m) for w, (m, _) in plans.items() if w <= padded_width)
-            elapsed = time.perf_counter() - start
-            print(
-                f"[sweep] {label} done: {done}/{len(spec.members())} members, {elapsed:.1f} s",
-                file=sys.stderr,
-            )
+        done = sum(len(m) for w, (m, _) in plans.items() if w <= padded_width)
+        elapsed = f"{label} done, {time.perf_counter() - start:.1f} s"
+        report(progress, "sweep", done, len(spec.members()), elapsed, level=logging.INFO)
 
 
-def run_bucket(data, members, padded_width, spec, programs, *, store=None, verbose=True, label=""):
+def run_bucket(
+    data,
+    members,
+    padded_width,
+    spec,
+    programs,
+    *,
+    store=None,
+    verbose=True,
+    label="",
+    progress=None,
+):
     """All members of one bucket, in groups of `programs.members`; returns (rows, D, per-atom)."""
     size = programs.members
     groups = [members[i : i + size] for i in range(0, len(members), size)]
@@ -421,6 +452,7 @@ def run_bucket(data, members, padded_width, spec, programs, *, store=None, verbo
                 checkpoint=checkpoint,
                 verbose=verbose,
                 label=name,
+                progress=progress,
             )
         )
         if store is not None and len(groups) > 1:

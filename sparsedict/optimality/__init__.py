@@ -9,7 +9,6 @@ decoder. [`exchange`][sparsedict.optimality.exchange] is the non-local split/rem
 """
 
 import equinox as eqx
-import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .. import _objective
@@ -62,6 +61,8 @@ def objective(X, D, codes, lam, *, weights=None) -> Float[Array, ""]:
 
     Arguments as in `residuals`: X (n, d), D (k, d) (any atom norms), codes (n, k), scalar
     `lam >= 0`, optional weights (n,). Differentiable in X, D, codes and lam.
+    Inputs as in `sparsedict.sparse_code` (numpy, JAX, torch, lists; float16/bfloat16 computed
+    in float32).
     """
     dtype = check.float_dtype(("X", X), ("D", D), ("codes", codes))
     X = check.signals(X, dtype)
@@ -100,8 +101,13 @@ def residuals(
         (KKT, gap, constraint) with `free_atom.ratio <= 1` certify a global optimum at every width.
         Normalisation: `relative_constraint` is divided by `lam`; gradients are in units of $F$.
         Works under `jit`; raises if codes are negative, shapes mismatch or atoms are not unit norm.
+
+    Arrays may be numpy, JAX, torch tensors or lists; float16/bfloat16 inputs are computed (and
+    reported) in float32, integer inputs in the default float.
     """
-    return _checked_residuals(X, D, codes, jnp.asarray(lam), weights, atom_mask, second_order)
+    arrays = dict(X=X, D=D, codes=codes, lam=lam, weights=weights, atom_mask=atom_mask)
+    arrays = {name: check.optional_array(a, name) for name, a in arrays.items()}
+    return _checked_residuals(**arrays, second_order=second_order)
 
 
 @eqx.filter_jit

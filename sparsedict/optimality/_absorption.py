@@ -24,6 +24,8 @@ import equinox as eqx
 import numpy as np
 import scipy.optimize
 
+from .. import _validation as check
+
 # A slope per unit of child mass counts as negative below -this (the programs are solved to ~1e-9).
 SLOPE_TOL = 1e-7
 # Largest residual |aD - x| / |x| accepted for noiseless codes.
@@ -48,10 +50,14 @@ class Absorption(eqx.Module):
     pairs: list = eqx.field(static=True)
 
 
+def _float64(a, name):
+    return np.asarray(check.as_array(a, name), np.float64)
+
+
 def noiseless_codes(X, D) -> np.ndarray:
     r"""Codes of the $\lambda \to 0$ problem: $\min \|a_i\|_1$ s.t. $a_i D = x_i$, $a_i \ge 0$."""
-    X = np.asarray(X, np.float64)
-    D = np.asarray(D, np.float64)
+    X = _float64(X, "X")
+    D = _float64(D, "D")
     k = D.shape[0]
     codes = np.zeros((X.shape[0], k))
     for i, x in enumerate(X):  # host-level diagnostic: one small program per signal
@@ -97,8 +103,8 @@ def absorption(X, D, codes=None, *, pairs=None) -> Absorption:
         An [`Absorption`][sparsedict.optimality.Absorption]. A host-level diagnostic (float64,
         one small linear program per distinct support of each child and pair).
     """
-    X = np.asarray(X, np.float64)
-    D = np.asarray(D, np.float64)
+    X = _float64(X, "X")
+    D = _float64(D, "D")
     if X.ndim != 2 or D.ndim != 2 or D.shape[1] != X.shape[1]:
         raise ValueError(f"X must be (n, d) and D (k, d) with the same d, got {X.shape}, {D.shape}")
     if not (np.all(np.isfinite(X)) and np.all(np.isfinite(D))):
@@ -107,7 +113,7 @@ def absorption(X, D, codes=None, *, pairs=None) -> Absorption:
     if np.any(np.abs(norms - 1) > 1e-6):
         raise ValueError("D has atoms whose norm is not 1: normalise its rows first")
     k = D.shape[0]
-    codes = noiseless_codes(X, D) if codes is None else np.asarray(codes, np.float64)
+    codes = noiseless_codes(X, D) if codes is None else _float64(codes, "codes")
     if codes.shape != (X.shape[0], k) or np.any(codes < 0):
         raise ValueError(f"codes must be nonnegative with shape {(X.shape[0], k)}")
     misfit = np.linalg.norm(codes @ D - X, axis=1) / np.maximum(np.linalg.norm(X, axis=1), 1e-300)

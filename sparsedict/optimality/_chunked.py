@@ -16,7 +16,6 @@ vectors per atom and a final Rayleigh-Ritz step gives the top eigenvalue of ever
 
 import dataclasses
 import time
-from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -24,8 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from .. import _validation as check
 from .._coding._driver import sparse_code
 from .._objective import certificate, kkt_residual, residual
+from .._progress import ProgressCallback, tenths
 from ._first_order import residuals_from_sums
 from ._report import FreeAtom, OptimalityReport, SignalResiduals
 from ._second_order import _KINK_EPS
@@ -112,7 +113,7 @@ def _resolve_unconverged(rows, D, lam, result, fallback, tol, max_steps):
 
 
 def _rows(X, start, stop, dtype):
-    return np.asarray(X[start:stop], dtype=dtype)
+    return np.asarray(check.as_array(X[start:stop], "X"), dtype=dtype)
 
 
 @dataclasses.dataclass
@@ -142,15 +143,16 @@ def certify_chunked(
     tol: float | None = None,
     max_steps: int = 1000,
     memory_limit: float | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressCallback | None = None,
     fallback="active_set",
     fallback_steps: int = 20000,
 ) -> ChunkedCertificate:
     r"""First-order certificate of unit-norm atoms `D` (k, d) on signals `X` (n, d), by chunks.
 
     Arguments:
-        X: an array or anything sliceable by rows (a memory-mapped `.npy`, `np.load(mmap_mode=
-            "r")`); rows are read one chunk at a time and cast to the dtype of `D`.
+        X: an array (numpy, JAX, torch, a list) or anything sliceable by rows (a memory-mapped
+            `.npy`, `np.load(mmap_mode="r")`); rows are read one chunk at a time and cast to the
+            dtype of `D` (float32 for a float16/bfloat16 `D`).
         D: unit-norm atoms (k, d). lam: scalar > 0. center: optional (d,) subtracted from every
             signal (an SAE's `b_dec`).
         chunk_size: signals coded at once; the last chunk is padded with zero signals (zero codes,
@@ -165,11 +167,15 @@ def certify_chunked(
             block test counts every positive code as active); None keeps them as they are
             (their gaps say how far they are).
         memory_limit: bytes; refuse before starting when `plan_certify` predicts more.
-        progress: called as `progress(signals_done, n)` after each chunk.
+        progress: called with a [`Progress`][sparsedict.Progress] record (task `"exact codes"`,
+            signals done of n) after each chunk; the `"sparsedict"` logger gets each chunk at
+            DEBUG and each tenth of the pass at INFO.
     """
     t0 = time.perf_counter()
-    D = jnp.asarray(D)
-    dtype = D.dtype
+    if isinstance(X, (list, tuple)):
+        X = check.as_array(X, "X")
+    dtype = check.float_dtype(("D", D))
+    D = jnp.asarray(check.as_array(D, "D"), dtype)
     k, d = D.shape
     n = X.shape[0]
     if X.shape[1] != d:
@@ -183,8 +189,8 @@ def certify_chunked(
                 f"certify would need {plan}, above the limit of {memory_limit / 2**30:.2f} GiB; "
                 "lower chunk_size, or skip the second-order tests"
             )
-    center = None if center is None else np.asarray(center, dtype)
-    lam_arr = jnp.asarray(lam, dtype)
+    center = None if center is None else np.asarray(check.as_array(center, "center"), dtype)
+    lam_arr = jnp.asarray(check.as_array(lam, "lam"), dtype)
     # The kink level of the block test is set by the largest signal norm (one cheap pass).
     scale = 0.0
     for start in range(0, n, chunk_size):
@@ -193,6 +199,7 @@ def certify_chunked(
             rows = rows - center
         scale = max(scale, float(np.max(np.linalg.norm(rows, axis=1), initial=0.0)))
     kink_level = lam_arr - _KINK_EPS * jnp.finfo(dtype).eps * scale
+    coded = tenths(progress, "exact codes")
 
     acc = {key: 0.0 for key in ("s", "mass", "sumsq", "usage")}
     signal_keys = ("kkt", "gap", "relative_gap", "primal", "residual_norm")
@@ -225,8 +232,7 @@ def certify_chunked(
         if keep_residuals:
             res_parts.append(np.asarray(out["R"])[:m])
             act_parts.append(sp.csr_matrix(np.asarray(out["active"])[:m]))
-        if progress is not None:
-            progress(stop, n)
+        coded(stop, n)
 
     lam_f = float(lam)
     W = float(n)
@@ -299,7 +305,7 @@ def block_ratio_matrix_free(
     iterations: int = 60,
     seed: int = 0,
     pair_block: int = 16384,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressCallback | None = None,
 ):
     r"""THEORY 4.1's ratio $\lambda_{\max}(P_k C_k P_k) / \mu_k$ for every atom (or `atoms`),
     from the residuals and active pairs of a `certify_chunked(..., keep_residuals=True)`.
@@ -307,10 +313,12 @@ def block_ratio_matrix_free(
     Subspace iteration with `block` tangent vectors per atom, then Rayleigh-Ritz; each iteration
     costs one pass over the active pairs (about $2\,\mathrm{nnz}\, d\, b$ flops), never a
     $d \times d$ matrix per atom. Returns `(ratio (k,), top eigenvalue (k,))`; unused atoms get 0.
+    `progress` gets a [`Progress`][sparsedict.Progress] record (task `"block test"`) after each
+    iteration, as in `certify_chunked`.
     """
     if cert.residuals is None or cert.active is None:
         raise ValueError("run certify_chunked(..., keep_residuals=True) first")
-    D = np.asarray(D, np.float64)
+    D = np.asarray(check.as_array(D, "D"), np.float64)
     R = np.asarray(cert.residuals, np.float64)
     active = cert.active.tocoo()
     rows, cols = active.row.astype(np.int64), active.col.astype(np.int64)
@@ -323,12 +331,12 @@ def block_ratio_matrix_free(
     b = max(1, min(block, d - 1))
     Q = _tangent(np.random.default_rng(seed).standard_normal((k, d, b)), D)
     Q = np.linalg.qr(Q)[0]
+    iterated = tenths(progress, "block test")
     for it in range(iterations):
         Q = np.linalg.qr(_products(Q, D, R, rows, cols, pair_block))[0]
         Q = _tangent(Q, D)
         Q = np.linalg.qr(Q)[0]
-        if progress is not None:
-            progress(it + 1, iterations + 1)
+        iterated(it + 1, iterations + 1)
     AQ = _products(Q, D, R, rows, cols, pair_block)
     H = np.einsum("kdb,kdc->kbc", Q, AQ)
     top = np.linalg.eigvalsh(0.5 * (H + np.swapaxes(H, 1, 2)))[:, -1]
@@ -339,8 +347,7 @@ def block_ratio_matrix_free(
         mask = np.zeros(k, bool)
         mask[chosen] = True
         ratio, top = np.where(mask, ratio, np.nan), np.where(mask, top, np.nan)
-    if progress is not None:
-        progress(iterations + 1, iterations + 1)
+    iterated(iterations + 1, iterations + 1)
     return ratio, top
 
 

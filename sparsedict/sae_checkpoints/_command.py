@@ -10,40 +10,19 @@ import numpy as np
 
 from ..optimality._chunked import block_ratio_matrix_free, certify_chunked, plan_certify
 from ..optimality._report import format_report
+from ..streaming import load_array
 from ._formats import load_sae
 from ._lam_for_l0 import lam_for_l0
 from ._metrics import sae_metrics
-from ._safetensors_io import read_safetensors
 
 
 def open_signals(path):
-    """Rows of a `.npy` (memory-mapped), `.npz` or `.safetensors` holding one (n, d) array."""
+    """Rows of a `.npy` (memory-mapped: the passes read it chunk by chunk) or of the one (n, d)
+    array of a `.npz`/`.safetensors` file (read whole by `sparsedict.streaming.load_array`)."""
     path = os.fspath(path)
     if path.endswith(".npy"):
         return np.load(path, mmap_mode="r")
-    if path.endswith(".npz"):
-        with np.load(path) as z:
-            if len(z.files) != 1:
-                raise ValueError(f"{path} holds several arrays {z.files}; save one (n, d) array")
-            return z[z.files[0]]
-    if path.endswith(".safetensors"):
-        tensors = read_safetensors(path)
-        if len(tensors) != 1:
-            raise ValueError(f"{path} holds several tensors {sorted(tensors)}; save one")
-        return next(iter(tensors.values())).astype(np.float32)
-    raise ValueError(f"{path}: expected a .npy, .npz or .safetensors file of signals (n, d)")
-
-
-def _progress(out, label):
-    state = {"last": -1}
-
-    def report(done, total):
-        pct = int(100 * done / total)
-        if pct // 10 != state["last"] // 10 or done == total:
-            state["last"] = pct
-            out(f"  {label}: {done}/{total} ({pct}%)")
-
-    return report
+    return load_array(path)
 
 
 def _jsonable(x):
@@ -96,8 +75,13 @@ def run_certify_sae(
     l0_sample: int = 4096,
     max_support: int | None = None,
     out=print,
+    note=None,
 ) -> int:
     """Certify an SAE checkpoint on signals; print the convention, report and metrics.
+
+    `out` receives the results and errors, `note` (default: `out`) what is being done (the
+    checkpoint read, the centring, the memory plan, the files written); the progress of the
+    passes over the data goes to the `"sparsedict"` logger (`sparsedict._progress`).
 
     `lam` (explicit) wins over `target_l0` (the lam whose exact codes have that mean L0, found
     on the first `l0_sample` signals), which wins over the checkpoint's implied lam. With
@@ -116,7 +100,8 @@ def run_certify_sae(
         return 2
     dtype = np.float64 if jax.config.read("jax_enable_x64") else np.float32
     D = sae.D.astype(dtype)
-    out(f"SAE: {sae.library} {sae.activation}, k = {sae.k}, d = {sae.d}; data: n = {X.shape[0]}")
+    note = out if note is None else note
+    note(f"SAE: {sae.library} {sae.activation}, k = {sae.k}, d = {sae.d}; data: n = {X.shape[0]}")
     if lam is not None:
         convention = f"lam = {lam:g} given on the command line"
     elif target_l0 is not None:
@@ -132,7 +117,7 @@ def run_certify_sae(
         out(f"error: {sae.lam_convention}")
         return 2
     out(f"convention: {convention}")
-    out("data centred by b_dec" + ("" if np.any(sae.b_dec) else " (b_dec = 0)"))
+    note("data centred by b_dec" + ("" if np.any(sae.b_dec) else " (b_dec = 0)"))
     plan = plan_certify(
         X.shape[0],
         sae.d,
@@ -141,7 +126,7 @@ def run_certify_sae(
         itemsize=np.dtype(dtype).itemsize,
         second_order=second_order,
     )
-    out(f"memory: {plan}")
+    note(f"memory: {plan}")
     try:
         cert = certify_chunked(
             X,
@@ -151,7 +136,6 @@ def run_certify_sae(
             chunk_size=chunk_size,
             keep_residuals=second_order,
             memory_limit=memory_limit,
-            progress=_progress(out, "exact codes"),
         )
     except MemoryError as e:
         out(f"error: {e}")
@@ -165,7 +149,6 @@ def run_certify_sae(
             lam,
             atoms=atoms,
             iterations=iterations,
-            progress=_progress(out, "block test"),
         )
         atoms_report = dataclasses.replace(report.atoms, block_ratio=np.nan_to_num(block))
         report = dataclasses.replace(report, atoms=atoms_report)
@@ -226,10 +209,10 @@ def run_certify_sae(
         payload["per_atom"] = {k: v for k, v in per_atom.items() if v is not None}
         with open(json_path, "w") as f:
             json.dump(_jsonable(payload), f)
-        out(f"wrote {json_path}")
+        note(f"wrote {json_path}")
     if plot_path is not None:
         _plot(plot_path, cert.usage, np.asarray(report.atoms.relative_constraint), block)
-        out(f"wrote {plot_path}")
+        note(f"wrote {plot_path}")
     if fail_above is not None and worst > fail_above:
         out(f"FAIL: worst relative stationarity {worst:.3e} > {fail_above:g}")
         return 1

@@ -44,11 +44,20 @@ def _signals(X, lam, weights):
     return X, check.positive_lam(lam, X.dtype), check.weights(weights, X.shape[0], X.dtype)
 
 
+def _host(X, lam, weights):
+    """The arguments of a compiled entry as arrays (torch tensors and lists converted)."""
+    return (
+        check.as_array(X, "X"),
+        check.as_array(lam, "lam"),
+        check.optional_array(weights, "weights"),
+    )
+
+
 def bound(
     X: Float[ArrayLike, "n d"], lam, *, weights: Float[ArrayLike, " n"] | None = None
 ) -> Float[jnp.ndarray, ""]:
     r"""$\frac1W \sum_i w_i H_\lambda(\|x_i\|)$: no dictionary of any width has lower $F$."""
-    return _checked_bound(X, jnp.asarray(lam), weights)
+    return _checked_bound(*_host(X, lam, weights))
 
 
 @eqx.filter_jit
@@ -58,7 +67,7 @@ def _checked_bound(X, lam, weights):
 
 def solution(X: Float[ArrayLike, "n d"], lam, *, weights=None) -> WideLimitSolution:
     """The atom-per-datapoint optimum (padded to n atoms, see `WideLimitSolution.compact`)."""
-    return _checked_solution(X, jnp.asarray(lam), weights)
+    return _checked_solution(*_host(X, lam, weights))
 
 
 @eqx.filter_jit
@@ -121,11 +130,12 @@ def solve_relu_sae(
     fixed `encoders` $v_m$ (M, d) and `biases` (M,) (default 0); its value bounds the Huber bound
     from above. Stopping, `result` and `throw` as in `solve_candidate_problem`."""
     X, lam, weights = _signals(X, lam, weights)
-    encoders = jnp.asarray(encoders, X.dtype)
+    encoders = jnp.asarray(check.as_array(encoders, "encoders"), X.dtype)
     if encoders.ndim != 2 or encoders.shape[1] != X.shape[1]:
         raise ValueError(f"encoders must have shape (M, {X.shape[1]}), got {encoders.shape}")
     M = encoders.shape[0]
-    biases = jnp.zeros((M,), X.dtype) if biases is None else jnp.asarray(biases, X.dtype)
+    biases = jnp.zeros((M,), X.dtype) if biases is None else check.as_array(biases, "biases")
+    biases = jnp.asarray(biases, X.dtype)
     if biases.shape != (M,):
         raise ValueError(f"biases must have shape ({M},), got {biases.shape}")
     tol = check.tol(tol, X.dtype)
