@@ -201,13 +201,14 @@ def _solve_chunk(solver, op, sigs, init, tol, max_steps):
 
 
 def chunk_size(n: int, k: int) -> int:
-    """Signals solved together: on a CPU, chunks whose (chunk, k) working arrays stay in cache
-    (2^21 entries of the code-sized arrays, 64 to 512 signals: measured on P1, the steady time
-    per signal of the whole batch of 4096 was 3.5x that of a batch of 256); on accelerators
-    every signal at once."""
+    """Signals solved together: on a CPU, chunks whose (chunk, k) working arrays stay in a core's
+    cache (2^16 code entries: 256 signals at k = 256, within 64 to 512); on accelerators every
+    signal at once. Measured on P1/P3 (2-core CPU, n = 4096, k = 256): chunks of 256 took 0.4x
+    (P3) to 0.6x (P1) the time of one batch of 4096, chunks of 64 or 128 were slower than 256."""
     if jax.default_backend() != "cpu":
         return n
-    return min(n, max(64, min(512, 2 ** (21 - max(k - 1, 1).bit_length()))))
+    per_chunk = 2**16 >> max(k - 1, 1).bit_length()  # 2^16 / k, k rounded up to a power of 2
+    return min(n, max(64, min(512, per_chunk)))
 
 
 def _solve_all(solver, op, sigs, init, tol, max_steps):
