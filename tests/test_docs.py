@@ -1,8 +1,19 @@
-"""Every ```python block of the documentation runs, and the site builds with warnings as errors.
+"""Every ```python block of the documentation runs, prints what the page says it prints, and the
+site builds with warnings as errors.
 
-Blocks of one page run in order in one namespace (later blocks use earlier names). A block
-preceded by the line `<!-- no-run -->` is skipped: keep that rare (a block that needs a GPU, a
-download or a user's own file).
+Blocks of one page (README.md and every docs page but the generated gallery) run in order in one
+namespace (later blocks use earlier names), in a fresh Python process with JAX's default settings
+(float32, as a reader runs them; the suite's conftest enables float64). A block preceded by the
+line `<!-- no-run -->` is skipped: keep that rare (a block that needs a GPU, a download or a
+user's own file).
+
+A ```text block that directly follows a python block (blank lines between are allowed) is that
+block's printed output, checked line by line: the words must be equal (runs of spaces count as
+one), integers must be equal, and every other number must agree with the printed one to one
+unit in the last digit shown (the page may show fewer digits than Python prints: `0.3741`
+accepts 0.37413390659439894 and `3e-3` accepts 0.0027). A number written `<X` in the page (for
+rounding-level values such as a converged gap) accepts any printed number below X. A line `...`
+stands for any number of printed lines (a long table), once per block.
 """
 
 import glob
@@ -20,47 +31,143 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 NO_RUN = "<!-- no-run -->"
-BLOCK = re.compile(r"^(?P<before>.*?)^```python[^\n]*\n(?P<code>.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^```(?P<lang>\w*)[^\n]*\n(?P<body>.*?)^```[ \t]*$", re.S | re.M)
+SEPARATOR = "<<<sparsedict-docs: next block>>>"
+NUMBER = re.compile(r"(<?)([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
 
 
 def _pages():
     pages = sorted(glob.glob(os.path.join(DOCS, "**", "*.md"), recursive=True))
-    return [p for p in pages if os.sep + "gallery" + os.sep not in p]
+    pages = [p for p in pages if os.sep + "gallery" + os.sep not in p]
+    return [os.path.join(ROOT, "README.md"), *pages]
+
+
+def documented_blocks(text):
+    """`[(code, printed output or None)]` for the runnable ```python blocks of a markdown text."""
+    fences = list(FENCE.finditer(text))
+    blocks = []
+    for i, fence in enumerate(fences):
+        if fence.group("lang") != "python":
+            continue
+        preceding = text[: fence.start()].rstrip().splitlines()[-1:] or [""]
+        if preceding[0].strip() == NO_RUN:
+            continue
+        following = fences[i + 1] if i + 1 < len(fences) else None
+        output = None
+        if (
+            following is not None
+            and following.group("lang") == "text"
+            and not text[fence.end() : following.start()].strip()
+        ):
+            output = following.group("body")
+        blocks.append((fence.group("body"), output))
+    return blocks
 
 
 def python_blocks(text):
     """The runnable ```python blocks of a markdown text, in order."""
-    blocks, rest = [], text
-    while (match := BLOCK.search(rest)) is not None:
-        preceding = match.group("before").rstrip().splitlines()[-1:] or [""]
-        if preceding[0].strip() != NO_RUN:
-            blocks.append(match.group("code"))
-        rest = rest[match.end() :]
-    return blocks
+    return [code for code, _ in documented_blocks(text)]
 
 
 def test_block_extraction():
     text = (
         "a\n```python\nx = 1\n```\n<!-- no-run -->\n```python\nraise "
-        "SystemExit\n```\n```bash\nls\n```\n"
+        "SystemExit\n```\n```bash\nls\n```\n```python\nprint(2)\n```\n\n```text\n2\n```\n"
     )
-    assert python_blocks(text) == ["x = 1\n"]
+    assert python_blocks(text) == ["x = 1\n", "print(2)\n"]
+    assert documented_blocks(text)[1] == ("print(2)\n", "2\n")
+    assert documented_blocks(text)[0][1] is None
+
+
+def _decimals_unit(shown):
+    """One unit in the last digit of a number as written (`0.6765` -> 1e-4, `3e-3` -> 1e-3); 0
+    for an integer (counts and shapes are exact)."""
+    mantissa, _, exponent = shown.lower().partition("e")
+    if "." not in mantissa and not exponent:
+        return 0.0
+    decimals = len(mantissa.partition(".")[2])
+    return 10.0 ** (-decimals + (int(exponent) if exponent else 0))
+
+
+def output_mismatches(printed, documented):
+    """Lines of `printed` that do not match `documented` under the rules of the module docstring."""
+    got = [line.rstrip() for line in printed.rstrip().splitlines()]
+    want = [line.rstrip() for line in documented.rstrip().splitlines()]
+    if "..." in want:  # the lines the page leaves out: compare the head and the tail
+        cut = want.index("...")
+        head, tail = want[:cut], want[cut + 1 :]
+        if len(got) < len(head) + len(tail):
+            return [f"{len(got)} lines printed, at least {len(head) + len(tail)} documented"]
+        got = got[: len(head)] + (got[len(got) - len(tail) :] if tail else [])
+        want = head + tail
+    if len(got) != len(want):
+        return [f"{len(got)} lines printed, {len(want)} documented:\n" + "\n".join(got)]
+    problems = []
+    for g, w in zip(got, want, strict=True):
+        g_text, w_text = NUMBER.split(g), NUMBER.split(w)
+        # split gives text, '<' or '', number, text, ...: words at 0 mod 3, numbers at 2 mod 3
+        words_equal = len(g_text) == len(w_text) and all(
+            " ".join(a.split()) == " ".join(b.split())
+            for a, b in zip(g_text[::3], w_text[::3], strict=True)
+        )
+        if not words_equal:
+            problems.append(f"printed {g!r}, documented {w!r}")
+            continue
+        for below, shown, value in zip(w_text[1::3], w_text[2::3], g_text[2::3], strict=True):
+            x, y = float(value), float(shown)
+            ok = x < y if below else abs(x - y) <= _decimals_unit(shown) * (1 + 1e-9)
+            if not ok:
+                problems.append(f"printed {value} where the page shows {below}{shown}: {g!r}")
+    return problems
+
+
+def test_output_comparison():
+    assert not output_mismatches("0.37413390659439894 True\n", "0.3741 True")
+    assert output_mismatches("0.3744 True", "0.3741 True")  # beyond one unit in the last digit
+    assert output_mismatches("0.3741 False", "0.3741 True")
+    assert not output_mismatches("gap 5.7e-11", "gap <1e-08")
+    assert output_mismatches("gap 5.7e-07", "gap <1e-08")
+    assert not output_mismatches("0.0027276", "3e-3")
+    assert output_mismatches("0.0047", "3e-3")
+    assert not output_mismatches("(500, 64)   True", "(500, 64) True")
+    assert output_mismatches("(500, 63) True", "(500, 64) True")
+    assert output_mismatches("1\n2", "1")
+    assert not output_mismatches("a 1\ntable\nrows\nb 2", "a 1\n...\nb 2")
+    assert output_mismatches("a 1\ntable\nrows\nb 3", "a 1\n...\nb 2")
+    assert output_mismatches("a 1", "a 1\n...\nb 2")
 
 
 PAGES = [p for p in _pages() if python_blocks(open(p).read())]
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[os.path.relpath(p, DOCS) for p in PAGES])
-def test_page_snippets_run(page, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # snippets that write files write them here
-    namespace = {"__name__": "__docs__"}
-    for i, code in enumerate(python_blocks(open(page).read())):
-        try:
-            exec(compile(code, f"{os.path.relpath(page, ROOT)}[block {i}]", "exec"), namespace)
-        except Exception as e:  # name the block that failed
-            raise AssertionError(
-                f"{os.path.relpath(page, ROOT)}, python block {i} failed: {e!r}"
-            ) from e
+def run_page(page, folder):
+    """Run a page's blocks in a fresh process in `folder`; `[printed output of each block]`."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), page],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    return done.stdout.split(SEPARATOR + "\n")[1:]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[os.path.relpath(p, ROOT) for p in PAGES])
+def test_page_snippets_run_and_print_what_the_page_shows(page, tmp_path):
+    blocks = documented_blocks(open(page).read())
+    printed = run_page(page, tmp_path)  # snippets that write files write them in tmp_path
+    assert len(printed) == len(blocks)
+    name = os.path.relpath(page, ROOT)
+    problems = [
+        f"{name}, python block {i}: {problem}"
+        for i, ((_, documented), out) in enumerate(zip(blocks, printed, strict=True))
+        if documented is not None
+        for problem in output_mismatches(out, documented)
+    ]
+    assert not problems, "\n".join(problems)
 
 
 needs_mkdocs = pytest.mark.skipif(
@@ -164,3 +271,16 @@ def test_every_formula_renders_with_the_bundled_katex(site, tmp_path):
     assert result.returncode == 0, result.stderr
     failed = json.loads(result.stdout)
     assert not failed, f"{len(failed)} of {len(formulas)} formulas fail in KaTeX: {failed[:5]}"
+
+
+def _run_blocks(page):
+    """`python tests/test_docs.py PAGE`: run the page's blocks, a separator line before each."""
+    namespace = {"__name__": "__docs__"}
+    for i, code in enumerate(python_blocks(open(page).read())):
+        print(SEPARATOR, flush=True)
+        exec(compile(code, f"{os.path.relpath(page, ROOT)}[block {i}]", "exec"), namespace)
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    _run_blocks(sys.argv[1])

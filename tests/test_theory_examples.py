@@ -1,0 +1,128 @@
+"""THEORY section 7's worked examples whose setup THEORY states, reproduced from that setup.
+
+References: the Huber bound computed here with numpy (THEORY 5), objectives recomputed with numpy
+from codes certified by their duality gap, and the numbers THEORY prints. Sampling tolerances are
+derived from the data (standard errors over points), not chosen after seeing the result.
+"""
+
+import numpy as np
+import pytest
+
+import sparsedict as sd
+
+LAM = 0.3
+# THEORY 7, one parent with three exclusive children: F - bound for k = 1..5 (best of 4 inits)
+THEORY_GAPS = {1: 0.502, 2: 0.308, 3: 0.122, 4: 0.014, 5: 0.011}
+
+
+def one_parent_three_children(seed, n=1200, d=6, noise=0.03):
+    """THEORY 7's setup: parent alone 40%, each child (with the parent) 20%, parent magnitude
+    uniform in [1.5, 2.5], child magnitude uniform in [1, 2], Gaussian noise 0.03, p = e1 and
+    c_j = e2, e3, e4 in R^6. THEORY leaves the draw of the groups open; here their sizes are
+    exact (480, 240, 240, 240)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(4), [4 * n // 10, 2 * n // 10, 2 * n // 10, 2 * n // 10])
+    E = np.eye(d)
+    parent = rng.uniform(1.5, 2.5, n)[:, None] * E[0]
+    child = rng.uniform(1.0, 2.0, n)[:, None] * E[np.maximum(labels, 1)]
+    X = parent + np.where(labels[:, None] > 0, child, 0.0)
+    return X + noise * rng.standard_normal((n, d))
+
+
+def huber(X, lam):
+    t = np.linalg.norm(X, axis=1)
+    return np.where(t <= lam, 0.5 * t**2, lam * t - 0.5 * lam**2)
+
+
+def excess_per_point(X, D, lam):
+    """Per-point objective minus the per-point Huber bound, with codes certified to 1e-12."""
+    result = sd.sparse_code(X, D, lam, tol=1e-12)
+    assert bool(result.converged.all())
+    A = np.asarray(result.codes)
+    R = X - A @ D
+    return 0.5 * np.sum(R * R, 1) + lam * A.sum(1) - huber(X, lam)
+
+
+@pytest.fixture(scope="module")
+def best_excess():
+    """{k: per-point excess of the best of 4 initialisations at width k} on one fixed draw."""
+    X = one_parent_three_children(seed=0)
+    best = {}
+    for k in THEORY_GAPS:
+        fits = [sd.learn_dictionary(X, k, LAM, max_steps=300, seed=s) for s in range(4)]
+        fit = min(fits, key=lambda f: float(f.objective))
+        assert fit.converged
+        best[k] = excess_per_point(X, np.asarray(fit.dictionary), LAM)
+        np.testing.assert_allclose(best[k].mean(), float(fit.objective) - huber(X, LAM).mean())
+    return best
+
+
+def _tolerance(excess):
+    # THEORY's number comes from an independent draw of the same distribution, so the difference
+    # of the two means has standard error sqrt(2) * SE (SE over the 1200 points); 3 of those.
+    return 3 * np.sqrt(2) * excess.std(ddof=1) / np.sqrt(len(excess))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", sorted(THEORY_GAPS))
+def test_one_parent_three_children_gaps_match_theory(best_excess, k):
+    """Measured on this draw: 0.4755, 0.3001, 0.1220, 0.0145, 0.0110 for k = 1..5 against
+    THEORY's 0.502, 0.308, 0.122, 0.014, 0.011. k = 1 and 2 are the farthest off (0.027 and 0.008)
+    but within the sampling tolerance of a second draw; k = 3..5 agree to the digits printed."""
+    excess = best_excess[k]
+    tol = _tolerance(excess)
+    print(f"k = {k}: F - bound {excess.mean():.4f}, THEORY {THEORY_GAPS[k]}, tolerance {tol:.4f}")
+    assert abs(excess.mean() - THEORY_GAPS[k]) <= tol
+
+
+@pytest.mark.slow
+def test_one_parent_three_children_gaps_fall_with_width(best_excess):
+    """THEORY 3: F*(k) strictly decreases while k is below the number of directions."""
+    gaps = [best_excess[k].mean() for k in sorted(best_excess)]
+    assert np.all(np.diff(gaps) < 0)
+    assert min(gaps) >= -1e-12  # the Huber bound holds at every width
+
+
+def three_parents_three_children(seed, per_child=30, d=12, noise=0.03):
+    """THEORY 7's hierarchy of 270 points at lam 0.3. THEORY gives only the counts and lam; the
+    rest is this test's choice, borrowed from the one-parent example: parents e1..e3, children
+    of parent i the basis vectors e(4 + 3i + j), `x = a p_i + b c_ij + noise` with `a` uniform in
+    [1.5, 2.5], `b` in [1, 2], noise 0.03, 30 points per child."""
+    rng = np.random.default_rng(seed)
+    E = np.eye(d)
+    parent = np.repeat(np.arange(3), 3 * per_child)
+    child = 3 + np.repeat(np.arange(9), per_child)
+    n = 9 * per_child
+    X = rng.uniform(1.5, 2.5, (n, 1)) * E[parent] + rng.uniform(1.0, 2.0, (n, 1)) * E[child]
+    return X + noise * rng.standard_normal((n, d))
+
+
+def _best_fit(X, k):
+    fits = [sd.learn_dictionary(X, k, LAM, max_steps=300, seed=s) for s in range(4)]
+    return np.asarray(min(fits, key=lambda f: float(f.objective)).dictionary)
+
+
+@pytest.mark.slow
+def test_three_parents_three_children_split_hierarchically():
+    """k = 3 finds the parents, k = 9 the children, each k = 9 atom under one k = 3 atom, 3 each."""
+    X = three_parents_three_children(seed=0)
+    E = np.eye(12)
+    D3, D9 = _best_fit(X, 3), _best_fit(X, 9)
+    # k = 3: one atom per parent group, along the group's mean direction 2 p + 0.5 sum_j c_j
+    # (cosine 2 / sqrt(4.75) = 0.918 with p); any other parent is orthogonal to it.
+    cos_parents = D3 @ E[:3].T
+    assert sorted(cos_parents.argmax(axis=1)) == [0, 1, 2]
+    assert cos_parents.max(axis=1).min() > 0.85
+    assert np.sort(cos_parents, axis=1)[:, :2].max() < 0.05
+    # k = 9: one atom per child direction p_i + c_ij (mean magnitudes 2 and 1.5; cos 1 if exact)
+    children = E[np.repeat(np.arange(3), 3)] * 2 + 1.5 * E[3:]
+    children /= np.linalg.norm(children, axis=1, keepdims=True)
+    cos_children = D9 @ children.T
+    assert sorted(cos_children.argmax(axis=1)) == list(range(9))
+    assert cos_children.max(axis=1).min() > 0.98
+    # each k = 9 atom is closest to the k = 3 atom of its own parent: 3 per k = 3 atom
+    parent_of_child = cos_children.argmax(axis=1) // 3
+    nearest_k3 = (D9 @ D3.T).argmax(axis=1)
+    k3_parent = cos_parents.argmax(axis=1)
+    np.testing.assert_array_equal(k3_parent[nearest_k3], parent_of_child)
+    assert sorted(np.bincount(nearest_k3, minlength=3)) == [3, 3, 3]
