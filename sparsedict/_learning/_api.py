@@ -312,7 +312,7 @@ def learn_dictionary(
         def run_chunk(state):
             return _full_data_chunk(learner, X_train, lam, tol, state, chunk_size)
     else:
-        learner = Online(solver=solver, forgetting=forgetting, revive=revive)
+        learner = Online(solver=solver, forgetting=forgetting, revive=revive, memory=source.n)
         feed = _feed(
             source, batch_size, seed, chunk_size, max_steps, dtype, shuffle, prefetch, split
         )
