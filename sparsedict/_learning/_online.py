@@ -8,15 +8,17 @@ $$S^{AA}_t = \beta_t S^{AA}_{t-1} + \tfrac1b A_t^\top A_t, \qquad
   \beta_t = (1 - 1/\tau_t)^\rho, \quad \tau_t = \min(t, m / b),$$
 
 then `atom_sweeps` passes of block-coordinate descent on the unit sphere minimise the surrogate
-$\tfrac12\mathrm{tr}(D^\top S^{AA} D) - \mathrm{tr}(D^\top S^{AX})$. The age $\tau_t$ is capped at
-`memory` $m$ (in signals; `learn_dictionary` uses the number of training signals): once the data
-are revisited, the statistics decay geometrically and the codes of past epochs, computed with an
-older dictionary, fade out, as in SPAMS' `trainDL` (which bounds its window by two epochs) and in
-the "exact" variant of Mairal et al. Without the cap the window grows like $t/(\rho + 1)$ steps,
-so on a data set seen many times the surrogate lags many epochs behind the dictionary: on the
-planted problem of `tests/test_online_recovery.py` learning stalled at 1.4 times the optimum with
-a third of the atoms recovered after 500 steps; with the cap and 4 sweeps it reaches the
-alternating optimum in the same steps (`benchmarks/results/online_planted.md`).
+$\tfrac12\mathrm{tr}(D^\top S^{AA} D) - \mathrm{tr}(D^\top S^{AX})$.
+
+The age $\tau_t$ is capped at `memory` $m$ (in signals; `learn_dictionary` uses half the number
+of training signals): once the data are revisited, the statistics decay geometrically and the
+codes of past epochs, computed with an older dictionary, fade out, as in SPAMS' `trainDL` (which
+bounds its window by two epochs). Without the cap the window grows like $t/(\rho + 1)$ steps, so
+on a data set seen many times the surrogate lags many epochs behind the dictionary: on the
+planted problems of `tests/test_online_recovery.py` learning stalled at 1.34 to 1.57 times the
+optimum with 0 to 5 of 12 atoms recovered after 500 steps; with the cap and 4 sweeps it reaches
+the alternating optimum in the same steps (`benchmarks/results/online_planted.md`). A cap of one
+epoch needed twice the steps on a planted problem with 24 atoms in d = 40.
 
 Atoms never used so far are revived on the minibatch's largest residuals (THEORY section 3).
 Minibatches are streamed from the host, so the data need not fit on the device.
@@ -49,8 +51,7 @@ class Online(AtomLearner):
     """Online learning on minibatches (`lam`, `tol`, `memory` are arrays: no recompile)."""
 
     forgetting: float = 3.0  # rho in beta_t = (1 - 1/tau_t)^rho; larger forgets faster
-    # Cap m on the age tau_t, in signals (the size of the data set; None: no cap, for a stream
-    # seen once).
+    # Cap m on the age tau_t, in signals (None: no cap, for a stream seen once).
     memory: Float[Array, ""] | None = eqx.field(default=None, converter=_optional_array)
     # Sweeps over the atoms per minibatch: the statistics change little from one step to the
     # next, so several sweeps per step cost little next to the codes and track the surrogate's
