@@ -419,8 +419,8 @@ def spams_target(results, fraction=1 / 3):
         return None
     F_ref, t_ref = spams[-1]["objective"], spams[-1]["t"]
     times = {}
-    for name in SPARSEDICT:
-        curve = results.get(name, {}).get("curve") or []
+    for name in [n for n in SPARSEDICT if n in results]:
+        curve = results[name]["curve"]
         times[name] = next((p["t"] for p in curve if p["objective"] <= F_ref), None)
     reached = {n: t for n, t in times.items() if t is not None}
     best = min(reached, key=reached.get) if reached else None
