@@ -255,7 +255,7 @@ class NonnegativeMiniBatchDictionaryLearning(_DictionaryLearner):
         )
 
     def partial_fit(self, X, y=None):
-        """One online step on the minibatch `X`: codes, statistics update, atom sweep."""
+        """One online step on the minibatch `X`: codes, statistics update, atom sweeps."""
         import jax.numpy as jnp
 
         from ._learning._online import Online

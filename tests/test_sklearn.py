@@ -92,8 +92,9 @@ def test_dictionary_learning_recovers_a_planted_dictionary(Learner):
     np.testing.assert_allclose(_objective(X, model.components_, codes, alpha), F, rtol=1e-6)
 
 
-def reference_online_step(D, AtA, AtX, batch, t, alpha, forgetting=3.0):
-    """Mairal et al.'s step in numpy: exact codes (scikit-learn), decayed statistics, one sweep."""
+def reference_online_step(D, AtA, AtX, batch, t, alpha, forgetting=3.0, sweeps=4):
+    """Mairal et al.'s step in numpy: exact codes (scikit-learn), decayed statistics, `sweeps`
+    sweeps over the atoms (the online learner's default)."""
     coder = SparseCoder(
         D, transform_algorithm="lasso_cd", transform_alpha=alpha, positive_code=True
     )
@@ -102,7 +103,7 @@ def reference_online_step(D, AtA, AtX, batch, t, alpha, forgetting=3.0):
     AtA = beta * AtA + A.T @ A / len(batch)
     AtX = beta * AtX + A.T @ batch / len(batch)
     D = D.copy()
-    for j in range(len(D)):  # block-coordinate descent on the unit sphere
+    for j in list(range(len(D))) * sweeps:  # block-coordinate descent on the unit sphere
         u = AtX[j] - AtA[j] @ D + AtA[j, j] * D[j]
         if AtA[j, j] > 0 and np.linalg.norm(u) > 0:
             D[j] = u / np.linalg.norm(u)

@@ -317,7 +317,9 @@ def learn_dictionary(
         def run_chunk(state):
             return _full_data_chunk(learner, X_train, lam, tol, state, chunk_size)
     else:
-        learner = Online(solver=solver, forgetting=forgetting, revive=revive)
+        # The statistics' age is capped at half an epoch (see `Online`; issue 16).
+        memory = source.n / 2
+        learner = Online(solver=solver, forgetting=forgetting, revive=revive, memory=memory)
         feed = _feed(
             source, batch_size, seed, chunk_size, max_steps, dtype, shuffle, prefetch, split
         )
