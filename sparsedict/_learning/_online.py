@@ -12,7 +12,7 @@ revived on the minibatch's largest residuals (THEORY section 3). Minibatches are
 host, so the data need not fit on the device.
 """
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
@@ -31,6 +31,8 @@ class OnlineState(NamedTuple):
 
 class Online(AtomLearner):
     """Online learning on minibatches (`lam`, `tol` are arrays: no recompile)."""
+
+    data: ClassVar[str] = "minibatches"
 
     forgetting: float = 3.0  # rho in beta_t = (1 - 1/t)^rho; larger forgets faster
 
