@@ -347,7 +347,13 @@ def main(argv=None) -> int:
     )
     sweep.add_argument("--seeds", type=_ints, default=(0, 1), help="comma-separated seeds")
     sweep.add_argument("--lams", type=_floats, default=(0.1,), help="comma-separated L1 penalties")
-    sweep.add_argument("--max-steps", type=_count, default=30, help="training steps per member")
+    sweep.add_argument(
+        "--max-steps",
+        type=_count,
+        default=400,
+        help="cap on training steps per member (default 400; a bucket stops earlier once every "
+        "member is certified, see --stationarity-tol)",
+    )
     sweep.add_argument("--chunk-size", type=_count, default=10, help="steps per compiled chunk")
     _choice(
         sweep,
@@ -358,8 +364,10 @@ def main(argv=None) -> int:
     sweep.add_argument(
         "--stationarity-tol",
         type=float,
-        default=0.0,
-        help="stop a bucket early once every member's certified residual is below this",
+        default=1e-3,
+        help="stop a bucket once every member's certified relative stationarity residual is at "
+        "most this (default 1e-3; 0: always run --max-steps); the table says which members did "
+        "not get there",
     )
     _choice(
         sweep,

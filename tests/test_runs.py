@@ -253,17 +253,21 @@ def test_sweep_member_equals_the_learner_run_alone(X, tmp_path, learner):
         np.testing.assert_allclose(row["objective"], float(alone.objective), rtol=1e-9)
 
 
-def test_half_precision_shards_train_in_float32_like_learn_dictionary(X, tmp_path):
+@pytest.mark.parametrize("stored", ["float16 file", "bfloat16 array"])
+def test_half_precision_data_trains_in_float32_like_learn_dictionary(X, tmp_path, stored):
     import ml_dtypes
 
-    path = tmp_path / "acts.npy"
-    np.save(path, np.asarray(X, ml_dtypes.bfloat16))
+    if stored == "float16 file":
+        data = str(tmp_path / "acts.npy")
+        np.save(data, np.asarray(X, np.float16))
+    else:
+        data = np.asarray(X, ml_dtypes.bfloat16)
     spec = sd.SweepSpec(
         widths=(4,), seeds=(0,), max_steps=4, chunk_size=2, learner="online", batch_size=16
     )
-    rows = sd.run_sweep(str(path), spec, out=str(tmp_path / "out"), verbose=False).rows
+    rows = sd.run_sweep(data, spec, out=str(tmp_path / "out"), verbose=False).rows
     alone = sd.learn_dictionary(
-        str(path), 4, LAM, method="online", max_steps=4, chunk_size=2, batch_size=16,
+        data, 4, LAM, method="online", max_steps=4, chunk_size=2, batch_size=16,
         stationarity_tol=0.0,
     )  # fmt: skip
     assert alone.dictionary.dtype == np.float32
@@ -357,3 +361,17 @@ def test_sweep_rows_recompute_from_saved_dictionaries(X, tmp_path):
         )
         certified = row["stationarity"] <= 1e-3
         assert row["status"] == "certified" if certified else "not certified" in row["status"]
+
+
+def test_cli_sweep_resumed_on_other_data_refuses(tmp_path, capsys):
+    from sparsedict._cli import main
+
+    out = str(tmp_path / "sweep")
+    args = ["sweep", "--d", "6", "--widths", "2", "--seeds", "0", "--max-steps", "2"]
+    args += ["--chunk-size", "2", "--out", out, "--quiet"]
+    assert main(args + ["--n", "64"]) == 0
+    capsys.readouterr()
+    assert main(args + ["--n", "96"]) == 2  # not the old table under the new banner
+    captured = capsys.readouterr()
+    assert "data.shape: [64, 6] -> [96, 6]" in captured.err
+    assert "objective" not in captured.out.split("\n", 1)[-1]

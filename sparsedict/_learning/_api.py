@@ -146,7 +146,8 @@ def _described_rows(data, X, full, eval_size):
     an in-memory array, the first `eval_size` of a stream (nothing reads a whole stream)."""
     if full or not _data.is_streamed(X):
         return data.device_rows(data.n, "all signals")
-    return data.device_rows(eval_size)
+    m = min(eval_size, data.n)
+    return data.device_rows(m, f"the evaluation signals 0 to {m - 1}")
 
 
 def _options(module) -> dict:

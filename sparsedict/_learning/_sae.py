@@ -37,7 +37,7 @@ def geometric_median(X: Float[Array, "n d"], steps: int = _MEDIAN_STEPS) -> Floa
     floor = jnp.finfo(X.dtype).eps * jnp.where(scale > 0, scale, 1.0)
 
     def update(_, b):
-        distance = jnp.linalg.norm(X - b, axis=-1)
+        distance = jnp.linalg.norm(X - b[None, :], axis=-1)
         w = 1.0 / jnp.maximum(distance, floor)
         return (w @ X) / jnp.sum(w)
 
