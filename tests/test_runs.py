@@ -3,6 +3,7 @@ the SAE decoder bias, and one driver (a sweep member is the learner run alone)."
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -89,7 +90,9 @@ def test_crash_while_writing_a_checkpoint_loses_nothing(X, tmp_path, monkeypatch
         learn(X, max_steps=9, checkpoint=path, **kw)
     monkeypatch.undo()
     assert sorted(os.listdir(tmp_path)) == ["run.npz"]  # the step-3 checkpoint, no debris
-    resumed = learn(X, max_steps=9, checkpoint=path, **kw)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", ".*damaged")  # whole: resumed, not recomputed
+        resumed = learn(X, max_steps=9, checkpoint=path, **kw)
     np.testing.assert_allclose(resumed.dictionary, straight.dictionary, atol=1e-12)
     np.testing.assert_allclose(resumed.history.objective, straight.history.objective, atol=1e-12)
 
@@ -322,7 +325,9 @@ def test_sweep_crash_while_writing_loses_nothing(X, tmp_path, monkeypatch):
     monkeypatch.undo()
     with open(os.path.join(out, "results.csv")) as f:
         assert len(f.read().strip().splitlines()) == 2  # header and bucket 2's member, whole
-    resumed = sd.run_sweep(X, s, out=out, verbose=False).rows
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", ".*damaged")  # every file whole: nothing recomputed
+        resumed = sd.run_sweep(X, s, out=out, verbose=False).rows
     np.testing.assert_allclose(numeric(resumed), numeric(straight), rtol=1e-6)
     with open(os.path.join(out, "results.csv")) as f:
         assert len(f.read().strip().splitlines()) == 1 + len(straight)  # no duplicates

@@ -399,6 +399,7 @@ def learn_dictionary(
             verbose=verbose,
             name=f"learn_dictionary[{method}]",
             run=run,
+            scale=data.exponent,
         )
     D = state.D
     codes = _exact_codes(X_s, D, lam_s, code_tol, solver)
@@ -522,6 +523,7 @@ def train_sae(
             verbose=verbose,
             name="train_sae",
             run=run,
+            scale=data.exponent,
         )
     sae = state.sae
     # back at the data's scale: the biases scale with the signals, the weights do not

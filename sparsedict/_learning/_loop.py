@@ -36,11 +36,13 @@ def run_chunks(
     fetch=None,
     save=True,
     run=None,
+    scale=0,
 ):
     """Run `chunk` until `certify` says done or `max_steps` steps; returns (state, history, done).
 
     `run` (a JSON-able dict) says what defines the run: a checkpoint of another run is refused
-    (`RunMismatch`), a damaged one is ignored with a warning (see `_checkpoint.py`).
+    (`RunMismatch`), a damaged one is ignored with a warning (see `_checkpoint.py`). `scale`: the
+    learner trains on the data times `2^-scale` (`_data.py`); progress shows the data's scale.
     Sharded states: `place` puts a loaded state on the devices, `fetch` brings one to the host;
     with several hosts every host resumes from `checkpoint` and only the one with `save` writes it.
     """
@@ -69,7 +71,8 @@ def run_chunks(
             elapsed = time.perf_counter() - start
             # Batched runs (sweeps) have a members axis: show the mean over members.
             last = StepInfo(*(np.mean(v[-1]) for v in history))
-            worst_grad = float(np.max(history.grad_norm[-1]))
+            last = last._replace(objective=np.ldexp(last.objective, 2 * scale))
+            worst_grad = float(np.ldexp(np.max(history.grad_norm[-1]), 2 * scale))
             eta = elapsed / steps * (max_steps - steps)
             print(
                 f"[{name}] step {steps}/{max_steps}  F={last.objective:.6g}  L0={last.l0:.2f}  "

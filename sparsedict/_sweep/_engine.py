@@ -247,6 +247,7 @@ def run_group(
         fetch=to_host,
         save=jax.process_index() == 0,
         run=run,
+        scale=data.exponent,
     )
     summary = to_host(programs.summary(X_eval, lams, tol, states))
     D, steps = to_host((states.D, states.step))
