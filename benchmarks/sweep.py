@@ -31,7 +31,6 @@ from sparsedict._testing import (
     TRACES,
     SweepData,
     default_tol,
-    init_dictionary,
     learner_for,
     make_layout,
     member_summary,
@@ -43,18 +42,18 @@ from sparsedict._testing import (
 def loop_over_widths(X, spec):
     """The baseline: the same learner, a separate jit per width, seeds one after another."""
     data = SweepData(X, spec, make_layout("members", jax.devices()[:1]))
-    learner = learner_for(spec)
+    learner = learner_for(spec, data.n)
     dtype = data.dtype
     tol = jnp.asarray(default_tol(dtype), dtype)
-    lam = jnp.asarray(spec.lams[0], dtype)
+    lam = jnp.ldexp(jnp.asarray(spec.lams[0], dtype), -data.exponent)  # the scaled problem
     compiles, out = 0, {}
     for width in sorted(spec.widths):
-        X_init, X_eval = data.rows(data.init_count(width)), data.rows(data.eval_rows)
+        X_eval = data.rows(data.eval_rows)
 
         # fresh functions per width: one compile each, as a user's loop would have
         @jax.jit
-        def init(X, seed, width=width):
-            return learner.init(X, init_dictionary(X, width, jax.random.PRNGKey(seed)))
+        def init(X, D0):
+            return learner.init(X, D0)
 
         @jax.jit
         def chunk(state, batches, X_eval=X_eval):
@@ -65,13 +64,15 @@ def loop_over_widths(X, spec):
         summary = jax.jit(lambda state, X_eval=X_eval: member_summary(X_eval, lam, tol, state))
         compiles += 1
         for seed in spec.seeds:
-            state = init(X_init, seed)
+            state = init(X_eval, data.initial_atoms([(width, seed, None)], width)[0])
             for step in range(0, spec.max_steps, spec.chunk_size):
                 batches = (
                     None if spec.learner == "alternating" else data.batches(step, spec.chunk_size)
                 )
                 state = chunk(state, batches)
-            out[width, seed] = np.asarray(state.D), jax.device_get(summary(state))
+            stats = jax.device_get(summary(state))
+            stats["objective"] = np.ldexp(stats["objective"], 2 * data.exponent)  # data's scale
+            out[width, seed] = np.asarray(state.D), stats
     data.close()
     return out, compiles
 

@@ -22,6 +22,7 @@ from ._learning._api import LearnedDictionary as LearnedDictionary
 from ._learning._api import TrainedSAE as TrainedSAE
 from ._learning._api import learn_dictionary as learn_dictionary
 from ._learning._api import train_sae as train_sae
+from ._learning._checkpoint import RunMismatch as RunMismatch
 from ._learning._metrics import StepInfo as StepInfo
 from ._learning._sae import SAE as SAE
 from ._objective import kkt_residual as kkt_residual
@@ -51,6 +52,7 @@ __all__ = [
     "LearnedDictionary",
     "Progress",
     "RESULTS",
+    "RunMismatch",
     "SAE",
     "StepInfo",
     "SweepDoesNotFit",

@@ -139,6 +139,7 @@ def _sweep_on_this_host(args) -> int:
 
     import sparsedict as sd
     from sparsedict import datasets
+    from sparsedict._sweep._engine import certification_target
     from sparsedict._sweep._plots import write_plots
     from sparsedict._sweep._store import ResultStore
 
@@ -183,7 +184,7 @@ def _sweep_on_this_host(args) -> int:
     print("mean over seeds per width:")
     header = (
         f"{'lam':>6} {'width':>6} {'objective':>10} {'bound':>9} {'F-bound':>9} {'L0':>6} "
-        f"{'dead':>5} {'expl.var':>8} {'stationarity':>12}"
+        f"{'dead':>5} {'expl.var':>8} {'stationarity':>12} {'certified':>9}"
     )
     print(header)
     for lam in spec.lams:
@@ -193,16 +194,25 @@ def _sweep_on_this_host(args) -> int:
             def mean(key, sel=sel):
                 return float(np.mean([r[key] for r in sel]))
 
+            certified = sum(r["status"] == "certified" for r in sel)
             print(
                 f"{lam:>6g} {width:>6d} {mean('objective'):>10.5f} {mean('bound'):>9.5f} "
                 f"{mean('gap_to_bound'):>9.5f} {mean('mean_l0'):>6.2f} {mean('dead_atoms'):>5.1f} "
                 f"{mean('explained_variance'):>8.4f} "
-                f"{max(r['max_relative_constraint'] for r in sel):>12.2e}"
+                f"{max(r['stationarity'] for r in sel):>12.2e} {certified:>5d}/{len(sel):<3d}"
             )
+    target = certification_target(spec)
     print(
-        "(stationarity: largest per-atom |s_k/m_k - lam d_k| / lam over seeds; 0 at a stationary "
-        "point)"
+        "(stationarity: largest certified first-order residual over seeds, per-atom "
+        "|s_k/m_k - lam d_k| / lam and KKT / lam; 0 at a stationary point. certified: members "
+        f"at or below {target:g})"
     )
+    failed = [r for r in rows if r["status"] != "certified"]
+    for r in failed:
+        print(
+            f"  width {r['width']} seed {r['seed']} lam {r['lam']:g}: {r['status']} "
+            f"(stationarity {r['stationarity']:.2e} after {r['steps']} steps)"
+        )
     paths = write_plots(rows, ResultStore(args.out, spec).per_atom(), args.out)
     if paths:
         print("plots: " + ", ".join(paths))
@@ -366,7 +376,13 @@ def main(argv=None) -> int:
     )
     sweep.add_argument("--seeds", type=_ints, default=(0, 1), help="comma-separated seeds")
     sweep.add_argument("--lams", type=_floats, default=(0.1,), help="comma-separated L1 penalties")
-    sweep.add_argument("--max-steps", type=_count, default=30, help="training steps per member")
+    sweep.add_argument(
+        "--max-steps",
+        type=_count,
+        default=400,
+        help="cap on training steps per member (default 400; a bucket stops earlier once every "
+        "member is certified, see --stationarity-tol)",
+    )
     sweep.add_argument("--chunk-size", type=_count, default=10, help="steps per compiled chunk")
     _choice(
         sweep,
@@ -377,8 +393,10 @@ def main(argv=None) -> int:
     sweep.add_argument(
         "--stationarity-tol",
         type=float,
-        default=0.0,
-        help="stop a bucket early once every member's certified residual is below this",
+        default=1e-3,
+        help="stop a bucket once every member's certified relative stationarity residual is at "
+        "most this (default 1e-3; 0: always run --max-steps); the table says which members did "
+        "not get there",
     )
     _choice(
         sweep,

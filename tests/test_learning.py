@@ -170,7 +170,7 @@ def test_dead_atom_revival_lowers_objective():
     "kwargs, error, message",
     [
         (dict(k=0), ValueError, "k must be >= 1"),
-        (dict(lam=-1.0), Exception, "lam must be >= 0"),
+        (dict(lam=-1.0), ValueError, "lam must be a finite number > 0"),
         (dict(method="sgd"), ValueError, "method must be"),
         (dict(X=np.full((4, 3), np.nan)), Exception, "X contains NaN"),
         (dict(X=np.ones(3)), ValueError, "X must have shape"),

@@ -7,7 +7,7 @@ $F(D, A) = \frac1n \sum_i \tfrac12\|x_i - a_i D\|^2 + \lambda\|a_i\|_1$, so the 
 is nonincreasing.
 """
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
@@ -25,6 +25,8 @@ class AlternatingState(NamedTuple):
 
 class Alternating(AtomLearner):
     """Alternating minimisation on the full data (`lam`, `tol` are arrays: no recompile)."""
+
+    data: ClassVar[str] = "full"
 
     def init(self, X, D, atom_mask=None):
         mask = jnp.ones(D.shape[0], bool) if atom_mask is None else atom_mask

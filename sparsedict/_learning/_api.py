@@ -1,8 +1,9 @@
 """Public entry points: `learn_dictionary` and `train_sae`."""
 
 import contextlib
+import dataclasses
 import functools
-import os
+import hashlib
 from collections.abc import Sequence
 
 import equinox as eqx
@@ -17,11 +18,11 @@ from .. import _validation as check
 from .. import streaming
 from .._coding._codes import solve_codes
 from .._coding._driver import default_tol
-from .._dictionary import init_dictionary
 from .._objective import mean_objective
 from .._progress import ProgressCallback
 from ..optimality import OptimalityReport
 from ..optimality._residuals import report
+from . import _data
 from ._alternating import Alternating
 from ._chunks import scan_full_data, scan_minibatches
 from ._loop import run_chunks
@@ -84,20 +85,9 @@ def _tolerances(dtype, code_tol, stationarity_tol):
     return code_tol, stationarity_tol
 
 
-def _prepare(X, k, lam, name="X"):
-    dtype = check.float_dtype((name, X))
-    X = check.signals(X, dtype, name)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must have shape (n, d), got shape {X.shape}")
-    k = check.positive_int(k, "k")
-    lam = check.positive_lam(lam, dtype)
-    return X, k, lam, dtype
-
-
 def _streamed(X):
     """Whether `X` is read as a stream (a path, a list of paths, a source or a memory map)."""
-    paths = isinstance(X, (list, tuple)) and X and all(isinstance(p, (str, os.PathLike)) for p in X)
-    return isinstance(X, (str, os.PathLike, streaming.SignalSource, np.memmap)) or bool(paths)
+    return _data.is_streamed(X)
 
 
 def _whole(X):
@@ -110,44 +100,90 @@ def _whole(X):
     return values
 
 
-def _open_data(X, k, lam, eval_size):
-    """`(source, X, X_eval, k, lam, dtype)` for the minibatch learners.
-
-    `source` feeds the minibatches; `X_eval` (on the device) is the first `eval_size` signals,
-    for the stopping test and the report; `X` is the data the result describes: all signals for
-    an in-memory array, `X_eval` for streamed input (nothing reads the whole stream).
-    """
-    if not _streamed(X):
-        X, k, lam, dtype = _prepare(X, k, lam)
-        return streaming.ArraySource(np.asarray(X), "X"), X, X[:eval_size], k, lam, dtype
-    source = streaming.open_signals(X)
-    dtype = jax.dtypes.canonicalize_dtype(np.promote_types(source.dtype, np.float32))
-    k = check.positive_int(k, "k")
-    lam = check.positive_lam(lam, dtype)
-    m = min(check.positive_int(eval_size, "eval_size"), source.n)
-    rows = source.read(0, m)
-    check.finite_rows(rows, np.arange(m), source.name, f"the evaluation signals 0 to {m - 1}")
-    X_eval = jnp.asarray(rows, dtype)
-    return source, X_eval, X_eval, k, lam, dtype
+def _positive_lam(lam) -> float:
+    """`lam` as a Python float, finite and > 0 (the residuals and the scaling divide by it)."""
+    try:
+        value = float(lam)
+    except (TypeError, ValueError):
+        raise TypeError(f"lam must be a real number, got {lam!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"lam must be a finite number > 0, got {lam!r}")
+    return value
 
 
-def _initial_atoms(source, k, seed, dtype):
-    """`k` distinct signals drawn uniformly (O(k) memory), normalised, as `init_dictionary`."""
-    pick = np.random.default_rng(seed).choice(source.n, min(k, source.n), replace=False)
-    rows = source.take(pick)
-    check.finite_rows(rows, pick, source.name, "the initial dictionary")
-    return init_dictionary(jnp.asarray(rows, dtype), k, jax.random.PRNGKey(seed))
+def _nonnegative_float(value, name) -> float:
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
 
 
-def _feed(source, batch_size, seed, chunk_size, max_steps, dtype, shuffle, prefetch, split=None):
+def _loop_settings(max_steps, chunk_size, eval_size, seed, shuffle_seed, prefetch):
+    """The settings every learner shares, checked (each error names its argument)."""
+    check.int_at_least(max_steps, "max_steps (training steps; 0 would return untrained atoms)")
+    check.int_at_least(chunk_size, "chunk_size")
+    check.int_at_least(eval_size, "eval_size")
+    check.int_at_least(seed, "seed", 0)
+    check.int_at_least(shuffle_seed, "shuffle_seed", 0)
+    check.int_at_least(prefetch, "prefetch", 0)
+
+
+def _initial_dictionary(data, init, k, seed, center=None):
+    """`init` (checked: (k, d), finite, nonzero atoms; normalised) or `k` drawn signals."""
+    if init is None:
+        return jnp.asarray(_data.initial_atoms(data.source, k, seed, data.dtype, center))
+    init = np.asarray(init)
+    if init.ndim != 2 or init.shape != (k, data.d):
+        raise ValueError(
+            f"init must have shape (k, d) = ({k}, {data.d}) (one row per atom), got shape "
+            f"{init.shape}"
+        )
+    D0 = check.dictionary(init, data.d, data.dtype, name="init")[0]
+    return D0 / jnp.linalg.norm(D0, axis=-1, keepdims=True)
+
+
+def _described_rows(data, X, full, eval_size):
+    """The signals a result describes, scaled: all of them for the alternating learner and for
+    an in-memory array, the first `eval_size` of a stream (nothing reads a whole stream)."""
+    if full or not _data.is_streamed(X):
+        return data.device_rows(data.n, "all signals")
+    m = min(eval_size, data.n)
+    return data.device_rows(m, f"the evaluation signals 0 to {m - 1}")
+
+
+def _options(module) -> dict:
+    """The configuration of a learner (or a `Shuffle`) for the run record."""
+    out = {"class": type(module).__name__}
+    for field in dataclasses.fields(module):
+        value = getattr(module, field.name)
+        simple = isinstance(value, (str, int, float, bool)) or value is None
+        out[field.name] = value if simple else type(value).__name__
+    return out
+
+
+def _array_hash(a) -> str:
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(a, np.float64)).tobytes()).hexdigest()[
+        :16
+    ]
+
+
+def _feed(data, batch_size, shuffle_seed, chunk_size, max_steps, shuffle, prefetch, split=None):
     """Chunks of `chunk_size` minibatches on the device(s), read ahead by `prefetch` chunks."""
-    batches = streaming.Minibatches(
-        source, min(batch_size, source.n), seed, shuffle=shuffle, dtype=dtype
-    )
+    batches = _data.minibatches(data.source, batch_size, shuffle_seed, shuffle, data.dtype)
     device = None if split is None else split.sharding(1)
     if device is not None:
         split(np.empty((1, batches.batch_size, 0)), "batch_size", 1)  # divisible, or a clear error
     return streaming.Prefetcher(batches, chunk_size, depth=prefetch, stop=max_steps, device=device)
+
+
+def _unscaled_history(history: StepInfo, data) -> StepInfo:
+    """The history at the data's scale (objectives and gradients scale as `4^e`)."""
+    c = 4.0**data.exponent
+    return history._replace(
+        objective=history.objective * c,
+        reconstruction=history.reconstruction * c,
+        grad_norm=history.grad_norm * c,
+    )
 
 
 class _data_parallel:
@@ -226,6 +262,7 @@ def learn_dictionary(
     eval_size: int = 2048,
     checkpoint: str | None = None,
     shuffle: streaming.Shuffle | None = None,
+    shuffle_seed: int = 0,
     prefetch: int = 2,
     verbose: bool = False,
     progress: ProgressCallback | None = None,
@@ -242,13 +279,13 @@ def learn_dictionary(
         k: number of atoms. lam: the L1 penalty (> 0).
         method: `"alternating"` (exact codes + exact block-coordinate atom updates on all data) or
             `"online"` (Mairal et al. minibatch learning with forgetting).
-        seed: the initial atoms (alternating: `k` random normalised signals; online: `k`
-            signals drawn without replacement by `numpy.random.default_rng(seed)`, normalised),
-            unless `init` is given; the online minibatch order
-            (`sparsedict.streaming.Shuffle`).
-        max_steps: cap on training steps (one step = one pass of codes + atoms, or one minibatch).
-        chunk_size: steps per compiled chunk; progress, checkpoints and the stopping test run
-            between chunks.
+        seed: the initial atoms: `k` distinct signals drawn by `numpy.random.default_rng(seed)`,
+            normalised (the same for both methods, for `train_sae` and for a width sweep's member
+            with this seed), unless `init` ((k, d), normalised) is given.
+        max_steps: cap on training steps (one step = one pass of codes + atoms, or one minibatch;
+            >= 1). Steps run in whole chunks, so a run may take up to `chunk_size - 1` more.
+        chunk_size: steps per compiled chunk (>= 1); progress, checkpoints and the stopping test
+            run between chunks.
         stationarity_tol: stop once the certified residual (largest `|s_k/m_k - lam d_k| / lam` and
             KKT residual / lam, THEORY 2.2, with exact codes) is below it (default 1e-8 float64,
             1e-4 float32).
@@ -262,11 +299,17 @@ def learn_dictionary(
             alternating method's stopping test, first order only, uses all data). For streamed
             input the returned `codes` and `objective` are those of these first `eval_size`
             signals too; for an in-memory array they cover all signals.
-        checkpoint: path of an `.npz` file: saved after each chunk, resumed from if present. The
-            minibatches depend on `(seed, step)` only, so a resumed run ends as an uninterrupted
-            one.
+        checkpoint: path of an `.npz` file: saved (atomically) after each chunk, resumed from if
+            present. It records what defines the run (learner and options, k, lam, seeds, init,
+            dtype, code_tol and a fingerprint of the data: shape, dtype, hash of sampled rows);
+            resuming a different run raises `RunMismatch` naming what differs, and a damaged file
+            is ignored with a warning (the run starts again). The minibatches depend on
+            `(shuffle_seed, step)` only, so a resumed run ends as an uninterrupted one.
+            `max_steps` and `stationarity_tol` may change between resumes.
         shuffle: the online minibatch order (default `Shuffle()`: a uniform permutation per epoch
             up to 65,536 signals, block-wise beyond).
+        shuffle_seed: the seed of that order (the same for every `seed`, as in a width sweep,
+            whose members share one minibatch stream).
         prefetch: chunks of minibatches read ahead in a background thread (0: none).
         verbose: show progress on stderr (one line per chunk).
         progress: called after each chunk with a [`Progress`][sparsedict.Progress] record
@@ -280,55 +323,77 @@ def learn_dictionary(
 
     The online minibatches come from `sparsedict.streaming.Minibatches` for
     in-memory and streamed input alike (the same seed gives the same result from an array and
-    from a file holding it); every signal is used once per epoch. This order and the online
-    initial atoms replaced earlier ones (a full permutation per epoch dropping the last partial
-    minibatch; atoms from a device permutation of all signals), so online results for a given
-    seed differ from those of sparsedict versions before streaming input.
+    from a file holding it); every signal is used once per epoch.
+
+    Data, dtype and scale (one policy for every learner and sweep, `sparsedict/_learning/_data.py`):
+    half-precision data trains in float32; the signals and `lam` are multiplied by a power of two
+    $2^{-e}$ that brings the largest sampled |x| into [1/2, 1) (exact; the dictionary is
+    unchanged and codes, objectives and the history are returned at the data's scale), and data
+    whose squares would underflow or overflow the dtype is refused.
     """
     if method not in ("alternating", "online"):
         raise ValueError(f"method must be 'alternating' or 'online', got {method!r}")
+    k = check.positive_int(k, "k")
+    lam = _positive_lam(lam)
+    _loop_settings(max_steps, chunk_size, eval_size, seed, shuffle_seed, prefetch)
+    check.int_at_least(batch_size, "batch_size")
+    forgetting = _nonnegative_float(forgetting, "forgetting")
     split = _data_parallel(devices)
-    key = jax.random.PRNGKey(seed)
-    if method == "alternating":
-        X, k, lam, dtype = _prepare(_whole(X), k, lam)
-        D0 = init_dictionary(X, k, key) if init is None else None
-    else:
-        source, X, X_eval, k, lam, dtype = _open_data(X, k, lam, eval_size)
-        D0 = _initial_atoms(source, k, seed, dtype) if init is None else None
-    d = X.shape[1]
-    D0 = check.dictionary(init, d, dtype)[0] if init is not None else D0
-    D0 = D0 / jnp.linalg.norm(D0, axis=-1, keepdims=True)
+    data = _data.TrainingData(X)
+    dtype, full = data.dtype, method == "alternating"
+    # the scaled problem (see `_data.py`): X 2^-e, lam 2^-e; D unchanged. X_s: the signals the
+    # result describes (all of an in-memory array, the first `eval_size` of a stream)
+    X_s = _described_rows(data, X, full, eval_size)
+    lam_s = jnp.ldexp(jnp.asarray(lam, dtype), -data.exponent)
+    D0 = _initial_dictionary(data, init, k, seed)
     code_tol, stationarity_tol = _tolerances(dtype, code_tol, stationarity_tol)
     tol = jnp.asarray(code_tol, dtype)
     certify = _certifier(
-        X if method == "alternating" else X_eval, lam, stationarity_tol, code_tol, solver
+        X_s if full else X_s[:eval_size], lam_s, stationarity_tol, code_tol, solver
     )
 
     def certify_state(state):
         done, worst = certify(state.D)
         return done, f"stationarity={worst:.2e}"
 
-    if method == "alternating":
+    if full:
         learner = Alternating(solver=solver, revive=revive)
         feed = contextlib.nullcontext()
 
-        X_train = split(X, "the number of signals n", 0)
+        X_train = split(X_s, "the number of signals n", 0)
 
         def run_chunk(state):
-            return _full_data_chunk(learner, X_train, lam, tol, state, chunk_size)
+            return _full_data_chunk(learner, X_train, lam_s, tol, state, chunk_size)
     else:
         # The statistics' age is capped at half an epoch (see `Online`; issue 16).
-        memory = source.n / 2
+        memory = data.n / 2
         learner = Online(solver=solver, forgetting=forgetting, revive=revive, memory=memory)
         feed = _feed(
-            source, batch_size, seed, chunk_size, max_steps, dtype, shuffle, prefetch, split
+            data, batch_size, shuffle_seed, chunk_size, max_steps, shuffle, prefetch, split
         )
 
         def run_chunk(state):
-            return _minibatch_chunk(learner, lam, tol, state, feed(int(state.step)))
+            return _minibatch_chunk(learner, lam_s, tol, state, feed(int(state.step)))
 
-    state = learner.init(X, D0)
-    if method == "alternating":
+    run = dict(
+        entry="learn_dictionary",
+        learner=_options(learner),
+        k=k,
+        lam=lam,
+        seed=seed,
+        init=None if init is None else _array_hash(D0),
+        data=data.fingerprint,
+        dtype=str(dtype),
+        code_tol=float(code_tol),
+    )
+    if not full:
+        run.update(
+            batch_size=int(batch_size),
+            shuffle_seed=shuffle_seed,
+            shuffle=_options(shuffle or streaming.Shuffle()),
+        )
+    state = learner.init(X_s, D0)
+    if full:
         state = state._replace(codes=split(state.codes, "the number of signals n", 0))
     with feed:
         state, history, done = run_chunks(
@@ -341,15 +406,18 @@ def learn_dictionary(
             verbose=verbose,
             progress=progress,
             name=f"learn_dictionary[{method}]",
+            run=run,
+            scale=data.exponent,
         )
     D = state.D
-    codes = _exact_codes(X, D, lam, code_tol, solver)
+    codes = _exact_codes(X_s, D, lam_s, code_tol, solver)
+    X_user = data.unscale(X_s)  # exact: the data as given (in the training dtype)
     return LearnedDictionary(
         dictionary=D,
-        codes=codes,
-        objective=mean_objective(X, D, codes, lam),
-        history=history,
-        report=_final_report(X, D, lam, code_tol, solver, eval_size),
+        codes=data.unscale(codes),
+        objective=data.unscale(mean_objective(X_s, D, codes, lam_s), 2),
+        history=_unscaled_history(history, data),
+        report=_final_report(X_user, D, jnp.asarray(lam, dtype), code_tol, solver, eval_size),
         converged=bool(done),
         steps=int(state.step),
     )
@@ -374,6 +442,7 @@ def train_sae(
     eval_size: int = 2048,
     checkpoint: str | None = None,
     shuffle: streaming.Shuffle | None = None,
+    shuffle_seed: int = 0,
     prefetch: int = 2,
     verbose: bool = False,
     progress: ProgressCallback | None = None,
@@ -390,53 +459,90 @@ def train_sae(
     `stationarity_tol`. The result reports the amortisation gap: the objective with encoder codes
     minus the objective with exact codes for the same decoder.
 
-    `X`, `seed`, `eval_size`, `checkpoint`, `shuffle`, `prefetch`, `verbose`, `progress` and
-    `devices` (each minibatch split over the devices, the SAE replicated, gradients all-reduced)
-    are as in
+    `decoder_bias=True` trains $b_{dec}$, initialised at the geometric median of the first
+    `eval_size` signals (as sparsify and dictionary_learning do); the initial atoms are then
+    drawn signals minus that median. With `decoder_bias=False`, $b_{dec} = 0$.
+
+    `X`, `seed`, `shuffle_seed`, `eval_size`, `checkpoint`, `shuffle`, `prefetch`, `verbose`,
+    `progress` and `devices` (each minibatch split over the devices, the SAE replicated, gradients
+    all-reduced) are as in
     [`learn_dictionary`][sparsedict.learn_dictionary] (online): `X` may be streamed (a path, shards
     or a source), and the codes, objectives and amortisation gap are then those of the first
     `eval_size` signals.
     """
-    source, X, X_eval, k, lam, dtype = _open_data(X, k, lam, eval_size)
+    k = check.positive_int(k, "k")
+    lam = _positive_lam(lam)
+    _loop_settings(max_steps, chunk_size, eval_size, seed, shuffle_seed, prefetch)
+    check.int_at_least(batch_size, "batch_size")
+    learning_rate = _nonnegative_float(learning_rate, "learning_rate")
+    data = _data.TrainingData(X)
+    dtype = data.dtype
+    X_s = _described_rows(data, X, False, eval_size)  # scaled: X 2^-e (see `_data.py`)
+    X_eval = X_s[:eval_size]
+    lam_s = jnp.ldexp(jnp.asarray(lam, dtype), -data.exponent)
     code_tol, stationarity_tol = _tolerances(dtype, code_tol, stationarity_tol)
-    optimizer = _adam(float(learning_rate)) if optimizer is None else optimizer
+    custom = optimizer is not None
+    optimizer = _adam(learning_rate) if optimizer is None else optimizer
     trainer = SAETrainer(optimizer=optimizer, norm=norm, decoder_bias=decoder_bias)
-    D0 = _initial_atoms(source, k, seed, dtype)
+    state = trainer.init(X_eval, _initial_dictionary(data, None, k, seed))
+    if decoder_bias:  # the atoms start from signals centred on the initial decoder bias
+        D0 = _initial_dictionary(data, None, k, seed, center=np.asarray(state.sae.b_dec))
+        state = trainer.init(X_eval, D0)
     feed = _feed(
-        source,
+        data,
         batch_size,
-        seed,
+        shuffle_seed,
         chunk_size,
         max_steps,
-        dtype,
         shuffle,
         prefetch,
         _data_parallel(devices),
     )
-    certify = _certifier(X_eval, lam, stationarity_tol, code_tol, solver)
+    certify = _certifier(X_eval, lam_s, stationarity_tol, code_tol, solver)
     tol = jnp.asarray(code_tol, dtype)
 
     def run_chunk(state):
-        return _minibatch_chunk(trainer, lam, tol, state, feed(int(state.step)))
+        return _minibatch_chunk(trainer, lam_s, tol, state, feed(int(state.step)))
 
     def certify_state(state):
-        D, _ = state.sae.dictionary_and_codes(X_eval[:1])
+        D, _ = state.sae.dictionary_and_codes(X_s[:1])
         done, worst = certify(D)
         return done, f"stationarity={worst:.2e}"
 
+    run = dict(
+        entry="train_sae",
+        learner=_options(trainer),
+        optimizer="custom" if custom else f"adam(learning_rate={learning_rate!r})",
+        k=k,
+        lam=lam,
+        seed=seed,
+        data=data.fingerprint,
+        dtype=str(dtype),
+        batch_size=int(batch_size),
+        shuffle_seed=shuffle_seed,
+        shuffle=_options(shuffle or streaming.Shuffle()),
+    )
     with feed:
         state, history, done = run_chunks(
             run_chunk,
             certify_state,
-            trainer.init(X_eval, D0),
+            state,
             max_steps=max_steps,
             chunk_size=chunk_size,
             checkpoint=checkpoint,
             verbose=verbose,
             progress=progress,
             name="train_sae",
+            run=run,
+            scale=data.exponent,
         )
     sae = state.sae
+    # back at the data's scale: the biases scale with the signals, the weights do not
+    sae = eqx.tree_at(
+        lambda s: (s.b_enc, s.b_dec), sae, (data.unscale(sae.b_enc), data.unscale(sae.b_dec))
+    )
+    X = data.unscale(X_s)
+    lam = jnp.asarray(lam, dtype)
     centered = sae.center(X)
     D, encoder_codes = sae.dictionary_and_codes(X)
     codes = _exact_codes(centered, D, lam, code_tol, solver)
@@ -446,7 +552,7 @@ def train_sae(
         dictionary=D,
         codes=codes,
         objective=exact,
-        history=history,
+        history=_unscaled_history(history, data),
         report=_final_report(centered, D, lam, code_tol, solver, eval_size),
         converged=bool(done),
         steps=int(state.step),

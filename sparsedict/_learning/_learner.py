@@ -1,4 +1,8 @@
-"""What the alternating and online learners share: exact codes, then the atom updates."""
+"""The learner contract (`AbstractLearner`) and what the alternating and online learners share:
+exact codes, then the atom updates."""
+
+import abc
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -7,7 +11,29 @@ from .._coding._codes import solve_codes
 from .._dictionary import revive_dead_atoms, update_atoms
 
 
-class AtomLearner(eqx.Module):
+class AbstractLearner(eqx.Module):
+    """One training step at a time; the driver (`_api.py`, the sweeps) owns everything else.
+
+    `data` says what a step reads: `"full"` (every signal, every step) or `"minibatches"` (one
+    minibatch per step, streamed by the driver). `init(X, D, atom_mask)` builds the state from
+    unit-norm initial atoms `D` (k, d) (what the learner warm-starts: the dictionary; the
+    alternating learner also keeps the codes of `X`); `step(X, lam, tol, state)` returns the next
+    state and its `StepInfo`. `lam` and `tol` are arrays (changing them never recompiles);
+    `atom_mask` marks padding atoms of a sweep bucket (zero rows, never updated).
+    """
+
+    data: eqx.AbstractClassVar[str]
+
+    @abc.abstractmethod
+    def init(self, X, D, atom_mask=None) -> Any:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def step(self, X, lam, tol, state) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+
+class AtomLearner(AbstractLearner):
     """Exact codes for the current dictionary, then (optionally) dead-atom revival along the
     free-atom direction (THEORY section 3) and exact block-coordinate atom updates on the unit
     sphere from the sufficient statistics $A^\\top A$, $A^\\top X$."""

@@ -5,37 +5,14 @@ A learner provides `chunk(state) -> (state, infos)` (a jitted `lax.scan` of fixe
 an interrupted run resumes from its last finished chunk and ends with the same result.
 """
 
-import os
 import time
 
 import jax
 import numpy as np
 
 from .._progress import logger, report, verbosity
+from . import _checkpoint
 from ._metrics import StepInfo
-
-
-def _save(path, state, history, steps):
-    leaves = jax.tree_util.tree_leaves(state)
-    arrays = {f"state_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
-    arrays.update(
-        {f"history_{name}": np.asarray(getattr(history, name)) for name in StepInfo._fields}
-    )
-    arrays["steps"] = np.asarray(steps)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
-
-
-def _load(path, like_state):
-    with np.load(path) as data:
-        treedef = jax.tree_util.tree_structure(like_state)
-        n_leaves = treedef.num_leaves
-        leaves = [data[f"state_{i}"] for i in range(n_leaves)]
-        like = jax.tree_util.tree_leaves(like_state)
-        leaves = [jax.numpy.asarray(v, dtype=x.dtype) for v, x in zip(leaves, like, strict=False)]
-        history = StepInfo(*(data[f"history_{name}"] for name in StepInfo._fields))
-        return jax.tree_util.tree_unflatten(treedef, leaves), history, int(data["steps"])
 
 
 def _concat(history, infos):
@@ -59,26 +36,45 @@ def run_chunks(
     place=None,
     fetch=None,
     save=True,
+    run=None,
+    scale=0,
 ):
     """Run `chunk` until `certify` says done or `max_steps` steps; returns (state, history, done).
 
     After each chunk, `sparsedict._progress.report`s the step (to the `"sparsedict"` logger at
     DEBUG, and to `progress` if given); `verbose` shows those records on stderr.
 
+    `run` (a JSON-able dict) says what defines the run: a checkpoint of another run is refused
+    (`RunMismatch`), a damaged one is ignored with a warning (see `_checkpoint.py`). `scale`: the
+    learner trains on the data times `2^-scale` (`_data.py`); progress shows the data's scale.
     Sharded states: `place` puts a loaded state on the devices, `fetch` brings one to the host;
     with several hosts every host resumes from `checkpoint` and only the one with `save` writes it.
     """
     with verbosity(verbose):
-        args = (max_steps, chunk_size, checkpoint, progress, name, place, fetch, save)
+        args = (max_steps, chunk_size, checkpoint, progress, name, place, fetch, save, run, scale)
         return _run(chunk, certify, state, *args)
 
 
 def _run(
-    chunk, certify, state, max_steps, chunk_size, checkpoint, progress, name, place, fetch, save
+    chunk,
+    certify,
+    state,
+    max_steps,
+    chunk_size,
+    checkpoint,
+    progress,
+    name,
+    place,
+    fetch,
+    save,
+    run,
+    scale,
 ):
     history, steps = None, 0
-    if checkpoint is not None and os.path.exists(checkpoint):
-        state, history, steps = _load(checkpoint, state)
+    run = {} if run is None else run
+    loaded = None if checkpoint is None else _checkpoint.load(checkpoint, state, run)
+    if loaded is not None:
+        state, history, steps = loaded
         state = state if place is None else place(state)
         logger.info(f"[{name}] resumed from {checkpoint} at step {steps}")
     done, message = (False, "")
@@ -92,12 +88,14 @@ def _run(
         if checkpoint is not None:
             host_state = (fetch or jax.device_get)(state)  # on every host: may be a collective
             if save:
-                _save(checkpoint, host_state, history, steps)
+                _checkpoint.save(checkpoint, host_state, history, steps, run)
         done, message = certify(state)
         elapsed = time.perf_counter() - start
-        # Batched runs (sweeps) have a members axis: show the mean over members.
+        # Batched runs (sweeps) have a members axis: show the mean over members, at the data's
+        # scale (the learner trains on the data times 2^-scale).
         last = StepInfo(*(float(np.mean(v[-1])) for v in history))
-        worst_grad = float(np.max(history.grad_norm[-1]))
+        last = last._replace(objective=float(np.ldexp(last.objective, 2 * scale)))
+        worst_grad = float(np.ldexp(np.max(history.grad_norm[-1]), 2 * scale))
         eta = elapsed / steps * (max_steps - steps)
         report(
             progress,

@@ -24,7 +24,7 @@ Atoms never used so far are revived on the minibatch's largest residuals (THEORY
 Minibatches are streamed from the host, so the data need not fit on the device.
 """
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -49,6 +49,8 @@ def _optional_array(value):
 
 class Online(AtomLearner):
     """Online learning on minibatches (`lam`, `tol`, `memory` are arrays: no recompile)."""
+
+    data: ClassVar[str] = "minibatches"
 
     forgetting: float = 3.0  # rho in beta_t = (1 - 1/tau_t)^rho; larger forgets faster
     # Cap m on the age tau_t, in signals (None: no cap, for a stream seen once).

@@ -9,9 +9,12 @@ on each sphere's tangent space and the rows renormalised after each step), or $\
 with a free decoder (`norm="weighted"`, the decoder-norm-weighted L1 of many SAE papers; the
 dictionary reported is then the normalised decoder with codes $a_k \|d_k\|$, the same objective).
 With $b_{\mathrm{dec}} = 0$ (the default) the SAE optimises THEORY's objective with amortised codes.
+With a trained decoder bias (`decoder_bias=True`), $b_{\mathrm{dec}}$ starts at the geometric
+median of the initialisation signals, as sparsify and dictionary_learning do (SAELens offers it
+as an option), so that a large common offset is not left for the atoms to fit.
 """
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -20,7 +23,25 @@ import optax
 from jaxtyping import Array, Float, Int
 
 from .._dictionary import riemannian_gradient
+from ._learner import AbstractLearner
 from ._metrics import step_info
+
+# Weiszfeld iterations of the geometric median (each one costs one pass over the signals).
+_MEDIAN_STEPS = 100
+
+
+def geometric_median(X: Float[Array, "n d"], steps: int = _MEDIAN_STEPS) -> Float[Array, " d"]:
+    r"""$\arg\min_b \sum_i \|x_i - b\|$ by Weiszfeld's iteration from the mean:
+    $b \leftarrow \sum_i w_i x_i / \sum_i w_i$, $w_i = 1/\max(\|x_i - b\|, \epsilon)$."""
+    scale = jnp.max(jnp.abs(X))
+    floor = jnp.finfo(X.dtype).eps * jnp.where(scale > 0, scale, 1.0)
+
+    def update(_, b):
+        distance = jnp.linalg.norm(X - b[None, :], axis=-1)
+        w = 1.0 / jnp.maximum(distance, floor)
+        return (w @ X) / jnp.sum(w)
+
+    return jax.lax.fori_loop(0, steps, update, jnp.mean(X, axis=0))
 
 
 class SAE(eqx.Module):
@@ -57,7 +78,10 @@ class SAEState(NamedTuple):
     step: Int[Array, ""]
 
 
-class SAETrainer(eqx.Module):
+class SAETrainer(AbstractLearner):
+    """Minibatch SAE training with `optimizer` (see the module doc)."""
+
+    data: ClassVar[str] = "minibatches"
     optimizer: optax.GradientTransformation = eqx.field(static=True)
     norm: str = eqx.field(static=True, default="unit")
     decoder_bias: bool = eqx.field(static=True, default=False)
@@ -66,10 +90,15 @@ class SAETrainer(eqx.Module):
         if self.norm not in ("unit", "weighted"):
             raise ValueError(f"norm must be 'unit' or 'weighted', got {self.norm!r}")
 
-    def init(self, X, D):
-        sae = SAE(
-            W_enc=D, b_enc=jnp.zeros(D.shape[0], D.dtype), D=D, b_dec=jnp.zeros(D.shape[1], D.dtype)
-        )
+    def init(self, X, D, atom_mask=None):
+        """Encoder and decoder at the atoms `D`; `b_dec` at the geometric median of `X` when it
+        is trained (zero otherwise)."""
+        if atom_mask is not None:
+            raise ValueError("the SAE learner does not support padded atoms (atom_mask)")
+        b_dec = jnp.zeros(D.shape[1], D.dtype)
+        if self.decoder_bias:
+            b_dec = geometric_median(X).astype(D.dtype)
+        sae = SAE(W_enc=D, b_enc=jnp.zeros(D.shape[0], D.dtype), D=D, b_dec=b_dec)
         return SAEState(sae=sae, opt_state=self.optimizer.init(sae), step=jnp.int32(0))
 
     def loss(self, sae, X, lam):

@@ -19,11 +19,12 @@ import numpy as np
 
 from .. import _validation as check
 from .._coding._driver import default_tol
+from .._learning import _data
 from .._learning._alternating import Alternating
 from .._learning._loop import run_chunks
 from .._learning._online import Online
 from .._progress import logger, report, verbosity
-from ..streaming import Minibatches, Prefetcher, open_signals
+from ..streaming import Prefetcher
 from ..wide_limit import bound as wide_limit_bound
 from . import _programs
 from ._layout import check_divisible, global_array, make_layout, to_host
@@ -33,33 +34,42 @@ from ._store import ResultStore
 
 
 class SweepData:
-    """The sweep's view of the signals: device arrays for init/eval, streamed minibatches (online).
+    """The sweep's view of the signals, opened as every learner opens them (`_learning/_data.py`:
+    dtype policy, power-of-two scale, fingerprint): device arrays for the summary (and all
+    signals for the alternating learner), streamed minibatches for the online learner.
 
-    The alternating learner needs all signals on the devices; the online learner reads only its
-    minibatches (deterministic order, see `sparsedict.streaming`), the initialisation rows and the
-    first `eval_size` rows, so `X` may be a file or a source larger than memory.
+    The online learner reads only its minibatches (deterministic order, see
+    `sparsedict.streaming`), the initial atoms' rows and the first `eval_size` rows, so `X` may
+    be a file or a source larger than memory.
     """
 
     def __init__(self, X, spec, layout):
         self.spec, self.layout = spec, layout
-        self.source = open_signals(X)
+        self.opened = _data.TrainingData(X)
+        self.source = self.opened.source  # scaled, in the training dtype
         n, self.d = self.source.shape
-        self.dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(self.source.dtype))
+        self.n = n
+        self.dtype = jnp.dtype(self.opened.dtype)
+        self.exponent = self.opened.exponent
         if spec.learner == "alternating":
             check_divisible(n, layout, "the number of signals n")
-            self.init_rows = self.eval_rows = n
+            self.eval_rows = n
         else:
             check_divisible(spec.batch_size, layout, "batch_size")
             self.eval_rows = _round_down(min(spec.eval_size, n), layout.data_devices)
-            self.init_rows = None  # per bucket: enough rows to initialise W atoms
-            self.stream = Minibatches(self.source, spec.batch_size, seed=0, dtype=self.dtype)
+            self.stream = _data.minibatches(
+                self.source, spec.batch_size, spec.shuffle_seed, None, self.dtype
+            )
             self._prefetch = None
         self._device = {}
 
+    @property
+    def fingerprint(self) -> dict:
+        return self.opened.fingerprint
+
     def host_rows(self, count):
-        rows = self.source.read(0, count)
-        check.finite_rows(rows, np.arange(count), self.source.name, f"the first {count} signals")
-        return rows.astype(self.dtype, copy=False)
+        """The first `count` signals as the learner sees them (scaled), checked finite."""
+        return self.opened.rows(count)
 
     def rows(self, count):
         """The first `count` signals as a global array split over the "data" axis (cached)."""
@@ -67,11 +77,13 @@ class SweepData:
             self._device[count] = global_array(self.host_rows(count), self.layout.sharding("data"))
         return self._device[count]
 
-    def init_count(self, padded_width):
-        if self.init_rows is not None:
-            return self.init_rows
-        n = self.source.n
-        return _round_down(min(n, max(self.eval_rows, 4 * padded_width)), self.layout.data_devices)
+    def initial_atoms(self, members, padded_width):
+        """(members, W, d) initial atoms: member (w, seed, lam) gets the `w` atoms a learner run
+        with this seed starts from, then zero padding."""
+        out = np.zeros((len(members), padded_width, self.d), self.dtype)
+        for i, (width, seed, _) in enumerate(members):
+            out[i, :width] = _data.initial_atoms(self.source, width, seed, self.dtype)
+        return out
 
     def batches(self, step, count):
         """(count, batch, d) minibatches for steps `step..step+count-1`: the same on every run.
@@ -97,9 +109,11 @@ def _round_down(count, multiple):
     return max(multiple, count - count % multiple)
 
 
-def learner_for(spec):
+def learner_for(spec, n):
+    """The learner of a sweep member, as `learn_dictionary` builds it for `n` signals (the online
+    statistics' age capped at half an epoch)."""
     if spec.learner == "online":
-        return Online(solver=spec.solver)
+        return Online(solver=spec.solver, memory=n / 2)
     return Alternating(solver=spec.solver)
 
 
@@ -122,8 +136,8 @@ def compile_programs(data, spec, padded_width, members, member_batch):
         spec.stationarity_tol > 0,
         data.d,
         str(data.dtype),
-        data.init_count(padded_width),
         data.eval_rows,
+        data.n,  # the online learner's memory
         layout.kind,
         tuple(layout.mesh.devices.flat),
         padded_width,
@@ -147,11 +161,10 @@ def _compile_programs(data, spec, padded_width, members, member_batch):
         return jax.ShapeDtypeStruct((rows, data.d), data.dtype)
 
     return _programs.compile_bucket(
-        learner_for(spec),
+        learner_for(spec, data.n),
         data.layout,
         members=members,
         padded_width=padded_width,
-        X_init=shape(data.init_count(padded_width)),
         X_eval=shape(data.eval_rows),
         batch_shape=batch_shape,
         chunk_size=spec.chunk_size,
@@ -159,6 +172,25 @@ def _compile_programs(data, spec, padded_width, members, member_batch):
         with_stationarity=spec.stationarity_tol > 0,
         member_batch=member_batch,
     )
+
+
+def certification_target(spec) -> float:
+    """The stationarity a member must reach to count as certified: `spec.stationarity_tol`, or
+    1e-3 when no early stop is asked."""
+    return spec.stationarity_tol if spec.stationarity_tol > 0 else CERTIFIED
+
+
+# Relative stationarity (THEORY 2.2, divided by lam) below which a member counts as certified.
+CERTIFIED = 1e-3
+
+
+def _status(stationarity, steps, spec) -> str:
+    """`certified`, or why not: the step budget ran out, or the residual is not finite."""
+    if not np.isfinite(stationarity):
+        return "failed: non-finite stationarity residual"
+    if stationarity <= certification_target(spec):
+        return "certified"
+    return f"not certified: max_steps={spec.max_steps} reached above {certification_target(spec):g}"
 
 
 def run_group(
@@ -172,6 +204,7 @@ def run_group(
     verbose=True,
     label="",
     progress=None,
+    run=None,
 ):
     """Train one group of members of a bucket with its compiled programs; returns (rows, D,
     per-atom)."""
@@ -182,12 +215,16 @@ def run_group(
     def column(j, dt):
         return global_array(np.array([group[i][j] for i in order], dt), by_member)
 
-    widths, seeds, lams = column(0, np.int32), column(1, np.int32), column(2, data.dtype)
+    widths = column(0, np.int32)
+    lams = global_array(  # the scaled problem: lam 2^-e (see `_learning/_data.py`)
+        np.ldexp(np.array([group[i][2] for i in order], data.dtype), -data.exponent), by_member
+    )
     tol = jnp.asarray(
         default_tol(data.dtype) if spec.code_tol is None else spec.code_tol, data.dtype
     )
-    states = programs.init(data.rows(data.init_count(padded_width)), widths, seeds)
+    D0 = global_array(data.initial_atoms([group[i] for i in order], padded_width), by_member)
     X_eval = data.rows(data.eval_rows)
+    states = programs.init(X_eval, D0, widths)
 
     if spec.learner == "alternating":
 
@@ -225,19 +262,23 @@ def run_group(
         place=place,
         fetch=to_host,
         save=jax.process_index() == 0,
+        run=run,
+        scale=data.exponent,
     )
     summary = to_host(programs.summary(X_eval, lams, tol, states))
     D, steps = to_host((states.D, states.step))
     per_atom = np.asarray(summary.pop("atom_relative_constraint"))[:m]
-    X_host = np.asarray(data.host_rows(data.eval_rows), np.float64)
+    # back at the data's scale (exact): the objective scales as 4^e, the rest is scale-free
+    X_host = np.ldexp(np.asarray(data.host_rows(data.eval_rows), np.float64), data.exponent)
+    summary["objective"] = np.ldexp(np.asarray(summary["objective"], np.float64), 2 * data.exponent)
     rows = []
     for i, (width, seed, lam) in enumerate(group):
         bound = float(wide_limit_bound(X_host, lam))
-        row = dict(width=width, seed=seed, lam=lam, bound=bound, steps=int(steps[i]))
-        row.update(
-            {key: float(np.asarray(v)[i]) for key, v in summary.items() if key != "stationarity"}
-        )
+        row = dict(width=int(width), seed=int(seed), lam=float(lam), bound=bound)
+        row.update({key: float(np.asarray(v)[i]) for key, v in summary.items()})
         row["gap_to_bound"] = row["objective"] - bound
+        row["steps"] = int(steps[i])
+        row["status"] = _status(row["stationarity"], row["steps"], spec)
         rows.append(row)
     return rows, D[:m], per_atom
 
@@ -320,12 +361,8 @@ def _plan(X, spec, devices, member_batch, memory_budget):
 
 
 def _host_signals(X, spec):
-    """The signals as the sweep reads them: all of them in memory for the alternating learner."""
-    if isinstance(X, jax.Array):
-        X = np.asarray(X)
-    if spec.learner == "alternating":
-        X = open_signals(X)
-        X = X.read(0, X.n)  # all signals on the devices
+    """The signals as given (opened by `SweepData` as every learner opens them)."""
+    del spec
     return X
 
 
@@ -382,8 +419,13 @@ def run_sweep(
     data, plan = _plan(_host_signals(X, spec), spec, devices, member_batch, memory_budget)
     verbose = verbose and jax.process_index() == 0
     # Every host trains and resumes from `out` (a shared filesystem); the first one writes.
-    store = ResultStore(out, spec, write=jax.process_index() == 0) if out is not None else None
-    rows = [] if store is None else store.rows()
+    store = None
+    if out is not None:
+        grouping = {W: programs.members for W, (_, programs) in plan.buckets.items()}
+        store = ResultStore(
+            out, spec, write=jax.process_index() == 0, data=data.fingerprint, grouping=grouping
+        )
+    rows: list = []
     try:
         with verbosity(verbose):
             _run_buckets(data, spec, plan.buckets, store, rows, progress)
@@ -397,7 +439,9 @@ def _run_buckets(data, spec, plans, store, rows, progress):
     start = time.perf_counter()
     for b, (padded_width, (members, programs)) in enumerate(plans.items()):
         label = f"bucket {b + 1}/{len(plans)} (W={padded_width}, {len(members)} members)"
-        if store is not None and store.finished(padded_width):
+        finished = None if store is None else store.load_bucket(padded_width, members)
+        if finished is not None:
+            rows.extend(finished[0])
             logger.info(f"[sweep] {label}: already finished, skipped")
             continue
         bucket = run_bucket(
@@ -419,6 +463,12 @@ def _run_buckets(data, spec, plans, store, rows, progress):
         report(progress, "sweep", done, len(spec.members()), elapsed, level=logging.INFO)
 
 
+def _group_run(store, padded_width, group) -> dict:
+    """What defines a group's checkpoint: the sweep, the data, the bucket and its members."""
+    manifest = store.manifest
+    return dict(spec=manifest["spec"], data=manifest["data"], bucket=padded_width, members=group)
+
+
 def run_bucket(
     data,
     members,
@@ -436,7 +486,7 @@ def run_bucket(
     groups = [members[i : i + size] for i in range(0, len(members), size)]
     parts = []
     for j, group in enumerate(groups):
-        finished = None if store is None else store.load_group(padded_width, j)
+        finished = None if store is None else store.load_group(padded_width, j, group)
         if finished is not None:  # resumed: this group finished before the interruption
             parts.append(finished)
             continue
@@ -453,6 +503,7 @@ def run_bucket(
                 verbose=verbose,
                 label=name,
                 progress=progress,
+                run=None if store is None else _group_run(store, padded_width, group),
             )
         )
         if store is not None and len(groups) > 1:

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from .._coding._codes import solve_codes
-from .._dictionary import init_dictionary
 from .._learning._alternating import AlternatingState
 from .._learning._chunks import scan_full_data, scan_minibatches
 from ..optimality._residuals import report
@@ -27,15 +26,14 @@ TRACES: collections.Counter = collections.Counter()
 MAX_CODE_STEPS = 5000
 
 
-def _init_member(learner, X, width, seed, padded_width):
-    D = init_dictionary(X, padded_width, jax.random.PRNGKey(seed))
-    return learner.init(X, D, jnp.arange(padded_width) < width)
+def _init_member(learner, X, D0, width):
+    return learner.init(X, D0, jnp.arange(D0.shape[0]) < width)
 
 
-def init_bucket(learner, X, widths, seeds, padded_width):
-    return jax.vmap(_init_member, in_axes=(None, None, 0, 0, None))(
-        learner, X, widths, seeds, padded_width
-    )
+def init_bucket(learner, X, D0s, widths):
+    """Every member's state from its initial atoms `D0s` (m, W, d) (zero rows beyond its width,
+    drawn on the host by `_learning/_data.py` as for a learner run alone)."""
+    return jax.vmap(_init_member, in_axes=(None, None, 0, 0))(learner, X, D0s, widths)
 
 
 def _steps_first(infos):
@@ -188,7 +186,6 @@ def compile_bucket(
     *,
     members,
     padded_width,
-    X_init,
     X_eval,
     batch_shape,
     chunk_size,
@@ -201,24 +198,24 @@ def compile_bucket(
     The data were validated on the host; the programs call the internal kernels, which check
     nothing (a check's single-device error branch would gather split arrays).
 
-    `X_init` and `X_eval` are shape structs (or arrays) of the initialisation and evaluation data
-    (the training data itself for the alternating learner); `batch_shape` is (steps, b, d) for the
-    online learner, None for the alternating one.
+    `X_eval` is the shape struct (or array) of the evaluation data (the training data itself for
+    the alternating learner; it also sizes the alternating codes); `batch_shape` is (steps, b, d)
+    for the online learner, None for the alternating one.
     """
 
     def spec(shape, dt, *axes):
         return jax.ShapeDtypeStruct(shape, dt, sharding=layout.sharding(*axes))
 
     m = members
-    widths, seeds = spec((m,), jnp.int32, "members"), spec((m,), jnp.int32, "members")
+    widths = spec((m,), jnp.int32, "members")
+    D0s = spec((m, padded_width, X_eval.shape[1]), dtype, "members")
     lams, tol = spec((m,), dtype, "members"), spec((), dtype)
-    x_init = spec(X_init.shape, dtype, "data")
     x_eval = spec(X_eval.shape, dtype, "data")
 
     member_batch = max(1, min(member_batch, m // layout.member_devices))
     local = _per_device(layout)
     states_shape = jax.eval_shape(
-        lambda X, w, s: init_bucket(learner, X, w, s, padded_width), x_init, widths, seeds
+        lambda X, D0, w: init_bucket(learner, X, D0, w), x_eval, D0s, widths
     )
     state_sh = _state_shardings(states_shape, layout)
     states = jax.tree_util.tree_map(
@@ -227,10 +224,8 @@ def compile_bucket(
     by_member = layout.sharding("members")
     steps_by_member = layout.sharding(None, "members")
 
-    init = jax.jit(
-        lambda X, w, s: init_bucket(learner, X, w, s, padded_width), out_shardings=state_sh
-    )
-    init = init.lower(x_init, widths, seeds).compile()
+    init = jax.jit(lambda X, D0, w: init_bucket(learner, X, D0, w), out_shardings=state_sh)
+    init = init.lower(x_eval, D0s, widths).compile()
     if batch_shape is None:
 
         def run(X, lams, tol, states):
@@ -244,7 +239,7 @@ def compile_bucket(
                 out_shardings=(state_sh, steps_by_member),
                 donate_argnums=3,
             )
-            .lower(x_init, lams, tol, states)
+            .lower(x_eval, lams, tol, states)
             .compile()
         )
     else:

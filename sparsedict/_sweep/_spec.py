@@ -28,6 +28,9 @@ class SweepSpec:
             Mairal et al.; memory independent of the number of signals; the summary uses the
             first `eval_size` signals).
         batch_size: minibatch size of the online learner (all members see the same batches).
+        shuffle_seed: the seed of the online minibatch order (shared by all members; a member
+            with seed `s` is the run `learn_dictionary(X, width, lam, seed=s,
+            shuffle_seed=shuffle_seed)`).
         eval_size: signals of the online learner's summary and stopping test.
         layout: `"members"` shards members over the devices (data replicated), `"data"` shards
             the signals (alternating) or each minibatch (online) over the devices, every device
@@ -45,6 +48,7 @@ class SweepSpec:
     solver: str = "active_set"
     learner: str = "alternating"
     batch_size: int = 1024
+    shuffle_seed: int = 0
     eval_size: int = 4096
     layout: str = "members"
 
@@ -62,6 +66,9 @@ class SweepSpec:
             raise ValueError(f"buckets must be 'pow2' or 'single', got {self.buckets!r}")
         for name in ("max_steps", "chunk_size", "batch_size", "eval_size"):
             int_at_least(getattr(self, name), name)
+        int_at_least(self.shuffle_seed, "shuffle_seed", 0)
+        for seed in self.seeds:
+            int_at_least(seed, "seeds (each)", 0)
         if self.learner not in ("alternating", "online"):
             raise ValueError(f"learner must be 'alternating' or 'online', got {self.learner!r}")
         if self.layout not in ("members", "data"):
