@@ -177,14 +177,15 @@ def _run_stage(solver, op, sigs, carry, tol, max_steps, sizes):
     return jax.lax.while_loop(cond, body, carry)
 
 
-def _solve_chunk(solver, op, sigs, init, tol, max_steps):
+def _solve_chunk(solver, op, sigs, init, tol, max_steps, steps=None):
     """Every signal of one chunk through the solver's stages (`solver.stages`), compacted as it
-    finishes. Returns the codes, the steps and whether each signal stopped early (certified or
-    at the solver's fixed point)."""
+    finishes, from `steps` steps already taken (default 0) up to `max_steps`. Returns the codes,
+    the steps and whether each signal stopped early (certified or at the solver's fixed point)."""
     n = init.shape[0]
     states = jax.vmap(solver.init, in_axes=(None, 0, 0))(op, sigs, init)
     false = jnp.zeros(n, bool)
-    carry = (states, jnp.zeros(n, jnp.int32), false, false, false)
+    steps = jnp.zeros(n, jnp.int32) if steps is None else steps
+    carry = (states, steps, false, false, false)
     sizes = batch_sizes(n)
     for stage in solver.stages(op):
         states, steps, done, stalled, _ = carry
@@ -211,10 +212,42 @@ def chunk_size(n: int, k: int) -> int:
     return min(n, max(64, min(512, per_chunk)))
 
 
+# Steps of the first pass over the chunks; signals that need more finish in the straggler pass.
+FIRST_PASS_STEPS = 8
+
+
+def _solve_stragglers(solver, op, sigs, codes, steps, early, tol, max_steps, size):
+    """The signals the first pass left unfinished (not stopped early, steps to spare), `size` at
+    a time, each resumed from its codes: their last steps run together in one batch instead of
+    holding up every chunk."""
+    n = codes.shape[0]
+
+    def left(c):
+        _, steps, early = c
+        return ~early & (steps < max_steps)
+
+    def body(c):
+        codes, steps, early = c
+        idx = jnp.nonzero(left(c), size=size, fill_value=n)[0]  # fill slots are dropped
+        rows = jnp.minimum(idx, n - 1)
+        valid = idx < n
+        sub = _rows(sigs, rows)
+        # fill slots: zero signals (certified at once), so they cost nothing
+        sub = jax.tree_util.tree_map(
+            lambda a: jnp.where(valid.reshape((-1,) + (1,) * (a.ndim - 1)), a, 0), sub
+        )._replace(lam=jnp.where(valid, sub.lam, 1))
+        init = jnp.where(valid[:, None], codes[rows], 0)
+        new = _solve_chunk(solver, op, sub, init, tol, max_steps, jnp.where(valid, steps[rows], 0))
+        return tuple(a.at[idx].set(b, mode="drop") for a, b in zip(c, new, strict=True))
+
+    return jax.lax.while_loop(lambda c: jnp.any(left(c)), body, (codes, steps, early))
+
+
 def _solve_all(solver, op, sigs, init, tol, max_steps):
     """Every signal through `_solve_chunk`, one chunk of `chunk_size` signals after another
-    (padded with zero signals, whose zero codes are certified at once), then the final
-    certificate of every signal."""
+    (padded with zero signals, whose zero codes are certified at once) for at most
+    `FIRST_PASS_STEPS` steps, then the signals left unfinished together (`_solve_stragglers`),
+    then the final certificate of every signal."""
     n, k = init.shape
     size = chunk_size(n, k)
     if size >= n:
@@ -231,11 +264,15 @@ def _solve_all(solver, op, sigs, init, tol, max_steps):
             jax.tree_util.tree_map(lambda a: chunks(a, 0), sigs)._replace(lam=chunks(sigs.lam, 1)),
             chunks(init, 0),
         )
+        first = jnp.minimum(max_steps, FIRST_PASS_STEPS)
         codes, steps, early = jax.lax.map(
-            lambda c: _solve_chunk(solver, op, c[0], c[1], tol, max_steps), padded
+            lambda c: _solve_chunk(solver, op, c[0], c[1], tol, first), padded
         )
         codes, steps, early = (
             a.reshape((count * size,) + a.shape[2:])[:n] for a in (codes, steps, early)
+        )
+        codes, steps, early = _solve_stragglers(
+            solver, op, sigs, codes, steps, early, tol, max_steps, size
         )
     # final certificate, independent of the solver's: from the residual, rounding bounded
     bound, g = jax.vmap(op.certified_certificate)(sigs, codes)
