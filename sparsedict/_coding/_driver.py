@@ -4,8 +4,11 @@
 signals in blocks: a fixed inner loop of `solver.check_every` steps (written for one signal,
 batched with `vmap`), then a certificate check. A signal stops when its relative duality gap is at
 most `tol`, when its state stops changing, or at `max_steps`. Work follows the work left: each
-round of the one `while_loop` gathers the live signals into a static batch (n/8, or 16 for the last
-stragglers), steps it and scatters it back, so a finished signal stops costing. A solver may come
+round of a `while_loop` gathers the live signals into a static batch (n/8 but at least 64, or
+16 for the last stragglers), steps it and scatters it back, so a finished signal stops costing. On
+a CPU the signals go through in cache-sized chunks (`chunk_size`) for at most `FIRST_PASS_STEPS`
+steps, and the few that need more are then gathered from every chunk and finished together
+(`_solve_stragglers`); on accelerators all signals form one chunk. A solver may come
 as a ladder of stages (`solver.stages`, e.g. support buffers of growing size); a signal flagged by
 its stage's `overflow` moves on to the next one. `lam`, `tol` and `max_steps` are arrays:
 changing them never recompiles.
