@@ -231,6 +231,19 @@ def test_site_math_needs_no_network(site):
     assert with_math >= 5  # the theory, the conditions, the guides, the API reference
 
 
+@pytest.mark.slow
+@needs_mkdocs
+def test_multi_line_returns_render_as_one_item(site):
+    """A Returns section that wraps over several lines is one row of text, not one row per
+    line (mkdocstrings' `returns_multiple_items: false`)."""
+    code, output, folder = site
+    assert code == 0, output
+    html = (folder / "api" / "index.html").read_text()
+    start = html.index('id="sparsedict.sparse_code"')
+    returns = html[html.index("Returns", start) : html.index("Derivatives", start)]
+    assert returns.count("<tr") == 2, returns  # the header row and one item
+
+
 # Renders each formula with the bundled KaTeX in node, as the page's script would in a browser.
 RENDER = """
 const katex = require(process.argv[2]);
