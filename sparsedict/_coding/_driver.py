@@ -8,7 +8,7 @@ round of a `while_loop` gathers the live signals into a static batch (n/8 but at
 16 for the last stragglers), steps it and scatters it back, so a finished signal stops costing. On
 a CPU the signals go through in cache-sized chunks (`chunk_size`) for at most `FIRST_PASS_STEPS`
 steps, and the few that need more are then gathered from every chunk and finished together
-(`_solve_stragglers`); on accelerators all signals form one chunk. A solver may come
+(`_solve_in_chunks`); on accelerators all signals form one chunk. A solver may come
 as a ladder of stages (`solver.stages`, e.g. support buffers of growing size); a signal flagged by
 its stage's `overflow` moves on to the next one. `lam`, `tol` and `max_steps` are arrays:
 changing them never recompiles.
@@ -215,68 +215,60 @@ def chunk_size(n: int, k: int) -> int:
     return min(n, max(64, min(512, per_chunk)))
 
 
-# Steps of the first pass over the chunks; signals that need more finish in the straggler pass.
+# Steps of a signal's first visit on a CPU; signals that need more finish in later visits.
 FIRST_PASS_STEPS = 8
 
 
-def _solve_stragglers(solver, op, sigs, codes, steps, early, tol, max_steps, size):
-    """The signals the first pass left unfinished (not stopped early, steps to spare), `size` at
-    a time, each resumed from its codes: their last steps run together in one batch instead of
-    holding up every chunk."""
-    n = codes.shape[0]
+def _solve_in_chunks(solver, op, sigs, init, tol, max_steps, size):
+    """Every signal through `_solve_chunk`, `size` signals at a time, in one loop (one compiled
+    chunk program): first every signal once, in order, for at most `FIRST_PASS_STEPS` steps
+    (when chunks are smaller than the batch), then the signals left unfinished (not stopped
+    early, steps to spare) gathered from every chunk and resumed from their codes, so their last
+    steps run together instead of holding up every chunk. Fill slots hold zero signals,
+    certified at once."""
+    n = init.shape[0]
+    first = jnp.minimum(max_steps, FIRST_PASS_STEPS) if size < n else max_steps
+    false = jnp.zeros(n, bool)
 
-    def left(c):
-        _, steps, early = c
-        return ~early & (steps < max_steps)
+    def pending(c):
+        _, steps, early, visited = c
+        return ~visited, ~early & (steps < max_steps)
+
+    def cond(c):
+        new, left = pending(c)
+        return jnp.any(new | left)
 
     def body(c):
-        codes, steps, early = c
-        idx = jnp.nonzero(left(c), size=size, fill_value=n)[0]  # fill slots are dropped
+        codes, steps, early, visited = c
+        new, left = pending(c)
+        pick = jnp.where(jnp.any(new), new, left)
+        idx = jnp.nonzero(pick, size=size, fill_value=n)[0]  # fill slots are dropped
         rows = jnp.minimum(idx, n - 1)
         valid = idx < n
-        sub = _rows(sigs, rows)
-        # fill slots: zero signals (certified at once), so they cost nothing
         sub = jax.tree_util.tree_map(
-            lambda a: jnp.where(valid.reshape((-1,) + (1,) * (a.ndim - 1)), a, 0), sub
-        )._replace(lam=jnp.where(valid, sub.lam, 1))
+            lambda a: jnp.where(valid.reshape((-1,) + (1,) * (a.ndim - 1)), a[rows], 0), sigs
+        )._replace(lam=jnp.where(valid, sigs.lam[rows], 1))
+        fresh = ~visited[rows]
+        limit = jnp.where(fresh, first, max_steps)
+        start = jnp.where(valid, steps[rows], 0)
         init = jnp.where(valid[:, None], codes[rows], 0)
-        new = _solve_chunk(solver, op, sub, init, tol, max_steps, jnp.where(valid, steps[rows], 0))
-        return tuple(a.at[idx].set(b, mode="drop") for a, b in zip(c, new, strict=True))
+        out = _solve_chunk(solver, op, sub, init, tol, limit, start)
+        codes, steps, early = (
+            a.at[idx].set(b, mode="drop") for a, b in zip(c[:3], out, strict=True)
+        )
+        return codes, steps, early, visited.at[idx].set(True, mode="drop")
 
-    return jax.lax.while_loop(lambda c: jnp.any(left(c)), body, (codes, steps, early))
+    carry = (init, jnp.zeros(n, jnp.int32), false, false)
+    codes, steps, early, _ = jax.lax.while_loop(cond, body, carry)
+    return codes, steps, early
 
 
 def _solve_all(solver, op, sigs, init, tol, max_steps):
-    """Every signal through `_solve_chunk`, one chunk of `chunk_size` signals after another
-    (padded with zero signals, whose zero codes are certified at once) for at most
-    `FIRST_PASS_STEPS` steps, then the signals left unfinished together (`_solve_stragglers`),
-    then the final certificate of every signal."""
+    """Every signal through `_solve_in_chunks` (chunks of `chunk_size`), then the final
+    certificate of every signal."""
     n, k = init.shape
     size = chunk_size(n, k)
-    if size >= n:
-        codes, steps, early = _solve_chunk(solver, op, sigs, init, tol, max_steps)
-    else:
-        count = -(-n // size)
-        pad = count * size - n
-
-        def chunks(a, fill):
-            a = jnp.concatenate([a, jnp.full((pad,) + a.shape[1:], fill, a.dtype)])
-            return a.reshape((count, size) + a.shape[1:])
-
-        padded = (
-            jax.tree_util.tree_map(lambda a: chunks(a, 0), sigs)._replace(lam=chunks(sigs.lam, 1)),
-            chunks(init, 0),
-        )
-        first = jnp.minimum(max_steps, FIRST_PASS_STEPS)
-        codes, steps, early = jax.lax.map(
-            lambda c: _solve_chunk(solver, op, c[0], c[1], tol, first), padded
-        )
-        codes, steps, early = (
-            a.reshape((count * size,) + a.shape[2:])[:n] for a in (codes, steps, early)
-        )
-        codes, steps, early = _solve_stragglers(
-            solver, op, sigs, codes, steps, early, tol, max_steps, size
-        )
+    codes, steps, early = _solve_in_chunks(solver, op, sigs, init, tol, max_steps, size)
     # final certificate, independent of the solver's: from the residual, rounding bounded
     bound, g = jax.vmap(op.certified_certificate)(sigs, codes)
     cert = bound.certificate
