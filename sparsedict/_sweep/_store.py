@@ -141,29 +141,13 @@ class ResultStore:
         """`(rows, dictionaries, per_atom)` of a finished bucket, read back and verified; None if
         the bucket did not finish or its file is damaged (warned) or holds other members."""
         bucket = int(bucket)
-        if bucket in self._buckets:
-            return self._buckets[bucket]
-        path = self._bucket_path(bucket)
-        if not os.path.exists(path):
-            return None
-        content = read_npz(path)
-        if content is None:
-            return None
-        try:
-            rows = json.loads(str(content["rows"]))
-            D, per_atom = content["dictionaries"], content["atom_relative_constraint"]
-            if D.shape[:2] != (len(rows), bucket) or per_atom.shape != (len(rows), bucket):
-                raise ValueError("arrays and rows do not match")
-            if members is not None and not _same_members(rows, members):
-                raise ValueError("it holds other members than this sweep's bucket")
-        except (KeyError, ValueError, TypeError) as error:
-            warnings.warn(
-                f"{path} is damaged or stale ({error}); bucket W={bucket} is computed again",
-                RuntimeWarning,
-                stacklevel=2,
+        if bucket not in self._buckets:
+            found = _read_members(
+                self._bucket_path(bucket), members, f"bucket W={bucket}", width=bucket
             )
-            return None
-        self._buckets[bucket] = (rows, D, per_atom)
+            if found is None:
+                return None
+            self._buckets[bucket] = found
         return self._buckets[bucket]
 
     def finished(self, bucket, members=None):
@@ -189,24 +173,9 @@ class ResultStore:
             os.remove(self.state_path(bucket, group))
 
     def load_group(self, bucket, group, members=None):
-        path = self._group_path(bucket, group)
-        if not os.path.exists(path):
-            return None
-        content = read_npz(path)
-        if content is None:
-            return None
-        try:
-            rows = json.loads(str(content["rows"]))
-            if members is not None and not _same_members(rows, members):
-                raise ValueError("it holds other members than this group")
-            return rows, content["dictionaries"], content["atom_relative_constraint"]
-        except (KeyError, ValueError, TypeError) as error:
-            warnings.warn(
-                f"{path} is damaged or stale ({error}); the group is computed again",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return None
+        return _read_members(
+            self._group_path(bucket, group), members, f"group {group} of bucket W={bucket}"
+        )
 
     def save_bucket(self, bucket, rows, dictionaries, atom_relative_constraint):
         bucket = int(bucket)
@@ -273,3 +242,31 @@ class ResultStore:
 
 def _listdir(folder):
     return os.listdir(folder) if os.path.isdir(folder) else []
+
+
+def _read_members(path, members, what, width=None):
+    """`(rows, dictionaries, per_atom)` read back from a bucket or group file and verified (the
+    arrays match the rows, of `width` atoms when given; the rows are `members` when given);
+    None if the file is missing, or damaged or stale (warned: `what` is computed again)."""
+    if not os.path.exists(path):
+        return None
+    content = read_npz(path)
+    if content is None:
+        return None
+    try:
+        rows = json.loads(str(content["rows"]))
+        D, per_atom = content["dictionaries"], content["atom_relative_constraint"]
+        if width is not None and (
+            D.shape[:2] != (len(rows), width) or per_atom.shape != (len(rows), width)
+        ):
+            raise ValueError("arrays and rows do not match")
+        if members is not None and not _same_members(rows, members):
+            raise ValueError(f"it holds other members than this sweep's {what}")
+    except (KeyError, ValueError, TypeError) as error:
+        warnings.warn(
+            f"{path} is damaged or stale ({error}); {what} is computed again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return rows, D, per_atom
