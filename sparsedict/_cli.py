@@ -1,6 +1,7 @@
 """The `sparsedict` command line."""
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -11,6 +12,17 @@ from ._progress import logger, to_stderr
 # Output: results on stdout; what is being done (banners, stages, per-chunk progress) through the
 # "sparsedict" logger on stderr, at the level --quiet / --verbose choose; errors always.
 _note = logger.info
+
+
+@contextlib.contextmanager
+def _key_flag(flag):
+    """A file that holds several arrays names the flag that picks one (not the API's `key=`)."""
+    from .streaming._formats import SeveralArrays
+
+    try:
+        yield
+    except SeveralArrays as e:
+        raise SeveralArrays(e.path, e.names, flag) from None
 
 
 def _float_dtype(args):
@@ -141,13 +153,16 @@ def _sweep_on_this_host(args) -> int:
     from sparsedict import datasets
     from sparsedict._sweep._engine import certification_target
     from sparsedict._sweep._plots import write_plots
+    from sparsedict._sweep._spec import auto_buckets
     from sparsedict._sweep._store import ResultStore
 
     if args.data and args.learner == "online":
-        X = sd.streaming.open_signals(args.data, key=args.key)  # only minibatches are read
+        with _key_flag("--data-key"):  # only minibatches are read
+            X = sd.streaming.open_signals(args.data, key=args.data_key)
         source = f"{args.data} (streamed, {np.dtype(X.dtype).name})"
     elif args.data:
-        X = np.asarray(sd.streaming.load_array(args.data, key=args.key), dtype)
+        with _key_flag("--data-key"):
+            X = np.asarray(sd.streaming.load_array(args.data, key=args.data_key), dtype)
         source = args.data
     elif args.dataset == "patches":
         X, source = datasets.image_patches(args.n, dtype=dtype), "8x8 natural-image patches"
@@ -155,7 +170,10 @@ def _sweep_on_this_host(args) -> int:
         X, source = datasets.feature_mixture(args.n, args.d, seed=0, dtype=dtype), "feature mixture"
     # every option named like a SweepSpec field sets it (--max-steps -> max_steps, ...)
     fields = [f.name for f in dataclasses.fields(sd.SweepSpec) if f.name in vars(args)]
-    spec = sd.SweepSpec(**{name: getattr(args, name) for name in fields})
+    options = {name: getattr(args, name) for name in fields}
+    if options["buckets"] == "auto":
+        options["buckets"] = auto_buckets(X.shape[0], X.shape[1], args.widths)
+    spec = sd.SweepSpec(**options)
     budget = args.memory_budget
     if args.dry_run:
         print(sd.plan_sweep(X, spec, memory_budget=budget, member_batch=args.member_batch))
@@ -231,8 +249,10 @@ def _certify(args) -> int:
 
     import sparsedict as sd
 
-    D = np.asarray(sd.streaming.load_array(args.dictionary, key=args.dictionary_key), dtype)
-    X = np.asarray(sd.streaming.load_array(args.data, key=args.data_key), dtype)
+    with _key_flag("--dictionary-key"):
+        D = np.asarray(sd.streaming.load_array(args.dictionary, key=args.dictionary_key), dtype)
+    with _key_flag("--data-key"):
+        X = np.asarray(sd.streaming.load_array(args.data, key=args.data_key), dtype)
     if args.transpose:
         D = D.T
     d = X.shape[-1]
@@ -360,7 +380,12 @@ def main(argv=None) -> int:
         "sweep.",
     )
     sweep.add_argument("--data", help="your activations: .npy, .npz or .safetensors, shape (n, d)")
-    sweep.add_argument("--key", help="array name inside an .npz/.safetensors file")
+    sweep.add_argument(
+        "--data-key",
+        "--key",  # the earlier name, still accepted
+        dest="data_key",
+        help="array name inside an .npz/.safetensors --data file",
+    )
     sweep.add_argument(
         "--dataset",
         default="features",
@@ -387,8 +412,10 @@ def main(argv=None) -> int:
     _choice(
         sweep,
         "--buckets",
-        ["pow2", "single"],
-        "pad widths to powers of two (default) or all to the largest (one compile)",
+        ["auto", "pow2", "single"],
+        "pad widths to powers of two, or all to the largest (one compile); auto (default): one "
+        "bucket when n * max width * d <= 2^24, where compiling more buckets costs more than the "
+        "padding",
     )
     sweep.add_argument(
         "--stationarity-tol",

@@ -52,6 +52,33 @@ def test_certify_user_errors_are_one_line(files, capsys, args, expected):
 
 
 @pytest.mark.parametrize(
+    "command, flag",
+    [
+        (["certify", "--dictionary", "{D}", "--lam", "0.1", "--data", "{both}"], "--data-key"),
+        (
+            ["certify", "--dictionary", "{both}", "--lam", "0.1", "--data", "{X}"],
+            "--dictionary-key",
+        ),
+        (["sweep", "--dry-run", "--data", "{both}"], "--data-key"),
+        (["sweep", "--dry-run", "--learner", "online", "--data", "{both}"], "--data-key"),
+    ],
+)
+def test_a_file_of_several_arrays_names_the_key_flag(files, tmp_path, capsys, command, flag):
+    both = tmp_path / "both.npz"
+    np.savez(both, first=np.load(files["X"]), second=np.load(files["D"]))
+    paths = {**{k: str(v) for k, v in files.items()}, "both": str(both)}
+    argv = [a.format(**paths) for a in command] + (
+        ["--out", tmp_path / "o"] * (command[0] == "sweep")
+    )
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"holds several arrays ['first', 'second']: name one with {flag}" in err
+    if command[0] == "sweep":  # the flag named picks the array; the earlier `--key` still works
+        assert run([*argv, flag, "first"], capsys)[0] == 0
+        assert run([*argv, "--key", "first"], capsys)[0] == 0
+
+
+@pytest.mark.parametrize(
     "flag, value", [("--memory-budget", "12XB"), ("--n", "-5"), ("--widths", "a,b")]
 )
 def test_sweep_option_errors_name_the_flag(capsys, flag, value):
@@ -136,3 +163,17 @@ def test_quiet_and_verbose_exclude_each_other(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--quiet", "--verbose"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, buckets",
+    [([], "single"), (["--n", "9000"], "pow2"), (["--buckets", "pow2"], "pow2")],
+)
+def test_sweep_bucket_policy(monkeypatch, capsys, extra, buckets):
+    # --buckets auto: one bucket while n * max width * d <= 2^24 (default: 1024 * 64 * 32 = 2^21;
+    # --n 9000 gives 9000 * 64 * 32 > 2^24)
+    specs = []
+    monkeypatch.setattr(sd, "plan_sweep", lambda X, spec, **kw: specs.append(spec) or "")
+    assert run(["sweep", "--dry-run", *extra], capsys)[0] == 0
+    assert specs[0].buckets == buckets
+    assert len(specs[0].grouped()) == (1 if buckets == "single" else 5)

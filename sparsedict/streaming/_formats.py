@@ -57,10 +57,18 @@ def npy(path) -> Stored:
         return Stored(path, f.tell(), shape, dtype, fortran_order)
 
 
+class SeveralArrays(ValueError):
+    """A file holds several arrays and no key names one (`names`: what it holds)."""
+
+    def __init__(self, path, names, key_name="key="):
+        self.path, self.names = path, sorted(names)
+        super().__init__(f"{path} holds several arrays {self.names}: name one with {key_name}")
+
+
 def _pick(names, key, path):
     if key is None:
         if len(names) != 1:
-            raise ValueError(f"{path} holds several arrays {sorted(names)}: name one with key=")
+            raise SeveralArrays(path, names)
         return next(iter(names))
     if key not in names:
         raise KeyError(f"{path} has no array {key!r}; it holds {sorted(names)}")
