@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import hashlib
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -243,6 +244,30 @@ def _final_report(X, D, lam, code_tol, solver, eval_size):
     return _report(X[:eval_size], D, lam, code_tol, solver)
 
 
+class _Loop(NamedTuple):
+    """The user's loop options, shared by `learn_dictionary` and `train_sae`."""
+
+    max_steps: int
+    chunk_size: int
+    checkpoint: str | None
+    verbose: bool
+    progress: ProgressCallback | None
+
+
+def _train(run_chunk, certify_state, state, feed, loop: _Loop, name, run, data):
+    """Opens `feed` and runs the chunks until certified (`run_chunks`); (state, history, done)."""
+    with feed:
+        return run_chunks(
+            run_chunk,
+            certify_state,
+            state,
+            **loop._asdict(),
+            name=name,
+            run=run,
+            scale=data.exponent,
+        )
+
+
 def learn_dictionary(
     X: Float[ArrayLike, "n d"] | str | list[str] | streaming.SignalSource,
     k: int,
@@ -395,20 +420,9 @@ def learn_dictionary(
     state = learner.init(X_s, D0)
     if full:
         state = state._replace(codes=split(state.codes, "the number of signals n", 0))
-    with feed:
-        state, history, done = run_chunks(
-            run_chunk,
-            certify_state,
-            state,
-            max_steps=max_steps,
-            chunk_size=chunk_size,
-            checkpoint=checkpoint,
-            verbose=verbose,
-            progress=progress,
-            name=f"learn_dictionary[{method}]",
-            run=run,
-            scale=data.exponent,
-        )
+    loop = _Loop(max_steps, chunk_size, checkpoint, verbose, progress)
+    name = f"learn_dictionary[{method}]"
+    state, history, done = _train(run_chunk, certify_state, state, feed, loop, name, run, data)
     D = state.D
     codes = _exact_codes(X_s, D, lam_s, code_tol, solver)
     X_user = data.unscale(X_s)  # exact: the data as given (in the training dtype)
@@ -522,20 +536,10 @@ def train_sae(
         shuffle_seed=shuffle_seed,
         shuffle=_options(shuffle or streaming.Shuffle()),
     )
-    with feed:
-        state, history, done = run_chunks(
-            run_chunk,
-            certify_state,
-            state,
-            max_steps=max_steps,
-            chunk_size=chunk_size,
-            checkpoint=checkpoint,
-            verbose=verbose,
-            progress=progress,
-            name="train_sae",
-            run=run,
-            scale=data.exponent,
-        )
+    loop = _Loop(max_steps, chunk_size, checkpoint, verbose, progress)
+    state, history, done = _train(
+        run_chunk, certify_state, state, feed, loop, "train_sae", run, data
+    )
     sae = state.sae
     # back at the data's scale: the biases scale with the signals, the weights do not
     sae = eqx.tree_at(
