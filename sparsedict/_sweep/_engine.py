@@ -226,20 +226,30 @@ def run_group(
     X_eval = data.rows(data.eval_rows)
     states = programs.init(X_eval, D0, widths)
 
+    # Members certified at the end of a chunk are frozen: they keep their state (and their step
+    # count) while the others train, so a member stops where it would stop trained alone.
+    certified = np.zeros(programs.members, bool)
+
+    def frozen():
+        return global_array(certified, by_member)
+
     if spec.learner == "alternating":
 
         def chunk(states):
-            return programs.chunk(X_eval, lams, tol, states)
+            return programs.chunk(X_eval, lams, tol, states, frozen())
     else:
 
         def chunk(states):
-            step = int(to_host(states.step)[0])
-            return programs.chunk(lams, tol, states, data.batches(step, spec.chunk_size))
+            step = int(np.max(to_host(states.step)))  # the members still training
+            batches = data.batches(step, spec.chunk_size)
+            return programs.chunk(lams, tol, states, frozen(), batches)
 
     def certify(states):
         if programs.stationarity is None:  # no early stop asked: skip the per-chunk certificate
             return False, label
-        worst = float(np.max(to_host(programs.stationarity(X_eval, lams, tol, states))[:m]))
+        residuals = to_host(programs.stationarity(X_eval, lams, tol, states))
+        certified[:] = residuals <= spec.stationarity_tol
+        worst = float(np.max(residuals[:m]))
         return worst <= spec.stationarity_tol, f"{label} worst stationarity={worst:.2e}"
 
     shardings = jax.tree_util.tree_map(lambda a: a.sharding, states)

@@ -50,23 +50,40 @@ def over_members(fn, member_batch, *xs):
     return jax.lax.map(lambda y: fn(*y), xs, batch_size=member_batch)
 
 
-def full_data_chunk(learner, X, lams, tol, states, length, member_batch):
+def _unless_frozen(train):
+    """`train(lam, state)` for a member that is not `frozen`; a frozen (certified) member keeps
+    its state and reports NaN infos. Members run one at a time (`member_batch=1`, CPUs) skip the
+    work; vmapped members compute both branches and keep the frozen state."""
+
+    def step(lam, state, frozen):
+        def keep(lam, state):
+            shapes = jax.eval_shape(train, lam, state)[1]
+            return state, jax.tree_util.tree_map(
+                lambda a: jnp.full(a.shape, jnp.nan, a.dtype), shapes
+            )
+
+        return jax.lax.cond(frozen, keep, train, lam, state)
+
+    return step
+
+
+def full_data_chunk(learner, X, lams, tol, states, frozen, length, member_batch):
     TRACES["chunk", states.D.shape[1]] += 1
 
-    def step(lam, state):
+    def train(lam, state):
         return scan_full_data(learner, X, lam, tol, state, length)
 
-    states, infos = over_members(step, member_batch, lams, states)
+    states, infos = over_members(_unless_frozen(train), member_batch, lams, states, frozen)
     return states, _steps_first(infos)
 
 
-def minibatch_chunk(learner, lams, tol, states, batches, member_batch):
+def minibatch_chunk(learner, lams, tol, states, frozen, batches, member_batch):
     TRACES["chunk", states.D.shape[1]] += 1
 
-    def step(lam, state):
+    def train(lam, state):
         return scan_minibatches(learner, lam, tol, state, batches)
 
-    states, infos = over_members(step, member_batch, lams, states)
+    states, infos = over_members(_unless_frozen(train), member_batch, lams, states, frozen)
     return states, _steps_first(infos)
 
 
@@ -210,6 +227,7 @@ def compile_bucket(
     widths = spec((m,), jnp.int32, "members")
     D0s = spec((m, padded_width, X_eval.shape[1]), dtype, "members")
     lams, tol = spec((m,), dtype, "members"), spec((), dtype)
+    frozen = spec((m,), jnp.bool_, "members")
     x_eval = spec(X_eval.shape, dtype, "data")
 
     member_batch = max(1, min(member_batch, m // layout.member_devices))
@@ -228,35 +246,33 @@ def compile_bucket(
     init = init.lower(x_eval, D0s, widths).compile()
     if batch_shape is None:
 
-        def run(X, lams, tol, states):
-            return full_data_chunk(learner, X, lams, tol, states, chunk_size, member_batch)
+        def run(X, lams, tol, states, frozen):
+            return full_data_chunk(learner, X, lams, tol, states, frozen, chunk_size, member_batch)
 
+        in_specs = (P(), P("members"), P(), P("members"), P("members"))
         chunk = (
             jax.jit(
-                local(
-                    run, (P(), P("members"), P(), P("members")), (P("members"), P(None, "members"))
-                ),
+                local(run, in_specs, (P("members"), P(None, "members"))),
                 out_shardings=(state_sh, steps_by_member),
                 donate_argnums=3,
             )
-            .lower(x_eval, lams, tol, states)
+            .lower(x_eval, lams, tol, states, frozen)
             .compile()
         )
     else:
         batches = spec(batch_shape, dtype, None, "data")
 
-        def run(lams, tol, states, batches):
-            return minibatch_chunk(learner, lams, tol, states, batches, member_batch)
+        def run(lams, tol, states, frozen, batches):
+            return minibatch_chunk(learner, lams, tol, states, frozen, batches, member_batch)
 
+        in_specs = (P("members"), P(), P("members"), P("members"), P())
         chunk = (
             jax.jit(
-                local(
-                    run, (P("members"), P(), P("members"), P()), (P("members"), P(None, "members"))
-                ),
+                local(run, in_specs, (P("members"), P(None, "members"))),
                 out_shardings=(state_sh, steps_by_member),
                 donate_argnums=2,
             )
-            .lower(lams, tol, states, batches)
+            .lower(lams, tol, states, frozen, batches)
             .compile()
         )
     specs = ((P(), P("members"), P(), P("members")), P("members"))
