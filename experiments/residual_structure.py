@@ -158,13 +158,15 @@ def main(argv=None):
     exp.check("r_i = (I - Pi_S) x_i + lam D_S^T G_S^-1 1", f"{closed_err:.1e}", closed_err < 1e-8)
     # For a random 8-dimensional subspace of R^32 the squared projection norm of a fixed unit
     # vector is Beta(4, 12) (mean 0.25, SD 0.105), and P(norm >= 0.9) = 6e-7: 0.9 is more than
-    # 5 SD above chance. The perturbed control shows the statistic tests the dictionary.
+    # 5 SD above chance. The perturbed control (atoms moved by about 30 degrees) must fail on
+    # all three directions: it shows the statistic tests the dictionary (taken on the raw data
+    # instead of the residuals, the control keeps a direction at 0.96 and this check fails).
     perturbed = controls["learned atoms + 0.1 noise"]
     exp.check(
         "top-3 residual directions lie in the span of the used atoms (>= 0.9); "
         "not so for the perturbed atoms (control)",
         f"{np.round(in_span, 3).tolist()}; control {np.round(perturbed, 3).tolist()}",
-        in_span.min() >= 0.9 and perturbed.min() < 0.9,
+        in_span.min() >= 0.9 and perturbed.max() < 0.9,
     )
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
