@@ -1,32 +1,27 @@
-"""THEORY section 7's worked examples whose setup THEORY states, reproduced from that setup.
+"""THEORY's worked examples whose setup THEORY states (section 7, and section 6's tied encoder).
 
 References: the Huber bound computed here with numpy (THEORY 5), objectives recomputed with numpy
 from codes certified by their duality gap, and the numbers THEORY prints. Sampling tolerances are
 derived from the data (standard errors over points), not chosen after seeing the result.
 """
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
 import sparsedict as sd
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# THEORY 7's one-parent-three-children setup, shared with the hierarchy experiment
+from experiments.hierarchy import (  # noqa: E402
+    theory_one_parent_three_children as one_parent_three_children,
+)
+
 LAM = 0.3
 # THEORY 7, one parent with three exclusive children: F - bound for k = 1..5 (best of 4 inits)
 THEORY_GAPS = {1: 0.502, 2: 0.308, 3: 0.122, 4: 0.014, 5: 0.011}
-
-
-def one_parent_three_children(seed, n=1200, d=6, noise=0.03):
-    """THEORY 7's setup: parent alone 40%, each child (with the parent) 20%, parent magnitude
-    uniform in [1.5, 2.5], child magnitude uniform in [1, 2], Gaussian noise 0.03, p = e1 and
-    c_j = e2, e3, e4 in R^6. THEORY leaves the draw of the groups open; here their sizes are
-    exact (480, 240, 240, 240)."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(4), [4 * n // 10, 2 * n // 10, 2 * n // 10, 2 * n // 10])
-    E = np.eye(d)
-    parent = rng.uniform(1.5, 2.5, n)[:, None] * E[0]
-    child = rng.uniform(1.0, 2.0, n)[:, None] * E[np.maximum(labels, 1)]
-    X = parent + np.where(labels[:, None] > 0, child, 0.0)
-    return X + noise * rng.standard_normal((n, d))
 
 
 def huber(X, lam):
