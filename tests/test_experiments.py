@@ -1,5 +1,5 @@
-"""Every experiment's --quick and --full forms run, pass their own numerical checks and write their
-outputs.
+"""Every experiment's --quick form runs, passes its own numerical checks and writes its outputs
+(the --full forms: `test_experiments_full.py`, a separate process).
 
 The experiments are their own references: each compares against a closed form from THEORY.md
 (generating-dictionary residuals, the Huber bound, the KKT identities) and raises
@@ -28,14 +28,3 @@ def test_quick_run(name, tmp_path):
         path = tmp_path / f"{name}{suffix}"
         assert path.exists() and path.stat().st_size > 0, f"{name} did not write {path.name}"
     assert "| yes |" in (tmp_path / f"{name}.md").read_text()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
-def test_full_run(name, tmp_path):
-    """The sizes the docstrings state (all five together about 15 min on a 2-core CPU)."""
-    module = importlib.import_module(f"experiments.{name}")
-    checks = module.main(["--full", "--out", str(tmp_path)])  # raises if a prediction failed
-    assert checks, f"{name} checked no prediction"
-    text = (tmp_path / f"{name}.md").read_text()
-    assert "*full run" in text and "**NO**" not in text
