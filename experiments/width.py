@@ -7,7 +7,7 @@ are refined as width grows: at width 4 one atom per cluster, at width 12 one per
 three under each width-4 atom (after the exchange test has repaired the local optimum that random
 initialisations can stall in). What remains at width 12 is the cost of the jitter around the
 sub-cluster directions: fitting one atom per sub-cluster to its points recovers a known share of
-the cost of the generating directions (see `main`), and no width >= 12 does worse than them.
+the cost of the generating directions (see `main`), and no width above 12 does worse than them.
 
 Part 2: the exchange test (4.3) at fixed width 3 on three clusters A, B, C where A has two tight
 sub-clusters: the dictionary [A1, A2, bisector of B and C] is a local minimum (first-order
