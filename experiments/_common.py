@@ -28,7 +28,13 @@ class Experiment:
         parser = argparse.ArgumentParser(
             prog=f"python -m experiments.{name}", description=description
         )
-        parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
+        mode.add_argument(
+            "--full",
+            action="store_true",
+            help="the sizes of the docstring (the default; exercised by a slow test)",
+        )
         parser.add_argument(
             "--out", default=DEFAULT_OUT, help="output folder (default %(default)s)"
         )

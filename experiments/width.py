@@ -5,12 +5,19 @@ jitter). The best objective over seeds falls with width toward the Huber bound (
 value, attained by the atom-per-datapoint solution, which passes every test exactly); clusters
 are refined as width grows: at width 4 one atom per cluster, at width 12 one per sub-cluster,
 three under each width-4 atom (after the exchange test has repaired the local optimum that random
-initialisations can stall in).
+initialisations can stall in). What remains at width 12 is the cost of the jitter around the
+sub-cluster directions: fitting one atom per sub-cluster to its points recovers a known share of
+the cost of the generating directions (see `main`), and no width above 12 does worse than them.
 
 Part 2: the exchange test (4.3) at fixed width 3 on three clusters A, B, C where A has two tight
 sub-clusters: the dictionary [A1, A2, bisector of B and C] is a local minimum (first-order
 residuals ~0, block ratios < 1) but not global: splitting the B/C atom gains more than merging
-A1 and A2 costs; the test flags it and its swap (remove one A atom, split B/C) lowers F.
+A1 and A2 costs; the test flags it and its swap (remove one A atom, split B/C) lowers F by at
+least the margin gain - cost. This is the shape of THEORY 4.3's example (a strict local minimum,
+F = 0.8773, whose swap reaches 0.5967) whose data THEORY does not state: here the local minimum
+is certified strict by the exact local test (4.1b), and the numbers are this setup's own.
+
+Sizes: 72 points and widths up to 24 (quick) or 180 points and widths up to 48 (full).
 """
 
 import numpy as np
@@ -54,7 +61,7 @@ def main(argv=None):
     # ---- part 1: width sweep ----------------------------------------------------------------
     per_leaf = 6 if exp.quick else 15
     X, centres, leaves, labels = hierarchical_clusters(per_leaf)
-    widths = [1, 2, 4, 12, 24] if exp.quick else [1, 2, 4, 8, 12, 24, 48, 96]
+    widths = [1, 2, 4, 12, 24] if exp.quick else [1, 2, 4, 8, 12, 24, 48]
     rows, dictionaries = sweep(
         X, widths, range(2 if exp.quick else 4), LAM, 40 if exp.quick else 100
     )
@@ -96,10 +103,15 @@ def main(argv=None):
         np.round(gaps, 4).tolist(),
         bool(np.all(np.diff(gaps) <= 1e-9)),
     )
+    # the generating sub-cluster directions as a width-12 dictionary: its excess over the bound
+    # is the cost of the jitter, 0.5 |x_perp|^2 (1 - lam/|x|) per point to second order
+    A_leaves = np.asarray(sd.sparse_code(X, leaves, LAM, tol=1e-12).codes)
+    R_leaves = X - A_leaves @ leaves
+    F_leaves = float(np.mean(0.5 * np.sum(R_leaves**2, 1) + LAM * A_leaves.sum(1)))
     exp.check(
-        "F - bound falls below 5% of its width-1 value at the largest width",
-        f"{gaps[-1] / gaps[0]:.3%}",
-        gaps[-1] / gaps[0] < 0.05,
+        "widths > 12: F - bound at most that of the generating sub-cluster directions",
+        f"{np.round(gaps[widths.index(12) :], 5).tolist()} vs {F_leaves - bound:.5f}",
+        bool(np.all(gaps[widths.index(12) + 1 :] <= F_leaves - bound)),
     )
     exp.check(
         "wide limit attains the bound and is exactly stationary (polar test max|r|/lam = 1)",
@@ -141,6 +153,18 @@ def main(argv=None):
         "width 12, best seed improved by exchange swaps until the test passes",
         " -> ".join(f"{F - bound:.4f}" for F in F12) + " (F - bound)",
         not test12.violated,
+    )
+    # Fitting each atom to its sub-cluster recovers, of the jitter cost of the generating
+    # direction, the part along the mean perpendicular jitter: per sub-cluster c sigma^2 chi^2_15
+    # out of c sigma^2 chi^2_(15 per_leaf) (c = (1 - lam/|x|)/2, 15 = d - 1 perpendicular axes).
+    # Summed over the 12 sub-clusters the share is 1/per_leaf with relative SD sqrt(2/180):
+    # 4 SD either side.
+    share = (F_leaves - F12[-1]) / (F_leaves - bound)
+    spread = 4 * np.sqrt(2 / (12 * 15))
+    exp.check(
+        "width 12: the fitted atoms recover 1/per_leaf of the generating directions' jitter cost",
+        f"{share:.4f} vs {1 / per_leaf:.4f} (+-{spread / per_leaf:.4f})",
+        abs(share * per_leaf - 1) <= spread,
     )
     distinct = len(set(np.argmax(D12 @ leaves.T, axis=0))) == 12
     exp.check(
@@ -191,6 +215,13 @@ def main(argv=None):
         f"{float(report.stationary_residual):.1e}",
         float(report.stationary_residual) < 1e-8,
     )
+    local = optimality.local_test(Xe, D_bad, np.asarray(stuck.codes), LAM)
+    exp.check(
+        "it is a strict local minimum (exact local test, THEORY 4.1b)",
+        f"{local.verdict}: min Hessian eigenvalue {float(local.min_eigenvalue):.3g}, "
+        f"complementarity margin {float(local.complementarity_margin):.3g}",
+        local.verdict == "strict local minimum",
+    )
     exp.check(
         "and passes the block test (all ratios < 1)",
         f"max {float(np.max(report.atoms.block_ratio)):.3f}",
@@ -201,11 +232,15 @@ def main(argv=None):
         f"gain {float(np.max(test.split_gain)):.4f} vs cost {float(np.min(test.removal_cost)):.4f}",
         test.violated,
     )
+    # A and B/C lie in orthogonal planes and no point activates an atom of the other group, so
+    # removal and split add exactly; the swap's refinement can only lower F further
+    margin = float(test.split_gain[test.split_atom] - test.removal_cost[test.removed_atom])
     exp.check(
-        "the swap lowers F",
+        "the swap lowers F by at least the margin gain - cost (then re-learning lowers it more)",
         f"{float(stuck.objective):.4f} -> {float(test.swap_objective):.4f} -> "
-        f"{float(fixed.objective):.4f} (re-learned)",
-        float(fixed.objective) < float(stuck.objective) - 1e-3,
+        f"{float(fixed.objective):.4f} (re-learned); margin {margin:.4f}",
+        float(test.swap_objective) <= float(stuck.objective) - margin + 1e-10
+        and float(fixed.objective) <= float(test.swap_objective) + 1e-10,
     )
 
     # ---- figure --------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Every experiment's --quick form runs, passes its own numerical checks and writes its outputs.
+"""Every experiment's --quick form runs, passes its own numerical checks and writes its outputs
+(the --full forms: `test_experiments_full.py`, a separate process).
 
 The experiments are their own references: each compares against a closed form from THEORY.md
 (generating-dictionary residuals, the Huber bound, the KKT identities) and raises
