@@ -54,12 +54,25 @@ def short(solver):
     return solver.replace("sparsedict[float64=True,solver=", "sparsedict ").rstrip("]")
 
 
+def run_once(runs):
+    """A `run_once` solver (SPAMS's LARS) has one point, with a finite stop_val."""
+    return len(runs) == 1 and runs["stop_val"].iloc[0] < 1e30
+
+
+def ladder_end(runs):
+    """The smallest tolerance a solver was run with (benchopt's first call has tol = inf)."""
+    if run_once(runs):
+        return "one run"
+    smallest = runs["stop_val"].min()
+    return "only the first call" if smallest > 1e30 else f"{smallest:.0e}"
+
+
 def table(frame):
     best_primal = frame["mean_primal"].min()
     lines = [
         "| solver | time to max gap <= 1e-6 (s) | time to max gap <= 1e-10 (s) | best max gap "
-        "| mean primal excess (best point) |",
-        "|---|---|---|---|---|",
+        "| mean primal excess (best point) | smallest tol run |",
+        "|---|---|---|---|---|---|",
     ]
     for solver, runs in frame.groupby("solver", sort=True):
         cells = []
@@ -72,7 +85,7 @@ def table(frame):
         excess = (runs["mean_primal"].min() - best_primal) / best_primal
         lines.append(
             f"| {short(solver)} | {cells[0]} | {cells[1]} | "
-            f"{runs['max_relative_gap'].min():.1e} | {excess:.1e} |"
+            f"{runs['max_relative_gap'].min():.1e} | {excess:.1e} | {ladder_end(runs)} |"
         )
     return "\n".join(lines)
 
@@ -83,7 +96,7 @@ def plot(frame, dataset, path):
     for solver, runs in frame.groupby("solver", sort=True):
         runs = runs.sort_values("stop_val", ascending=False)
         gap = np.maximum(runs["max_relative_gap"], 1e-16)  # a zero gap still shows on log axes
-        if len(runs) == 1:  # a single run (SPAMS's LARS): one large marker
+        if run_once(runs):  # one large marker
             ax.plot(runs["time"], gap, "k*", ms=14, label=short(solver))
             continue
         marker, color = next(styles)
