@@ -119,13 +119,23 @@ def plot(frame, dataset, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("inputs", nargs="+", help="benchopt .parquet outputs or extract .csv files")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        help="benchopt .parquet outputs or extract .csv files; a solver's curve in a later file "
+        "replaces its curve (same dataset) from the earlier ones",
+    )
     parser.add_argument("--out", default="benchmarks/results/benchopt_nnlasso")
     parser.add_argument("--no-csv", action="store_true", help="do not (re)write the extracts")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    frame = pd.concat([load(path) for path in args.inputs], ignore_index=True)
+    frame = pd.concat(
+        [load(path).assign(source=i) for i, path in enumerate(args.inputs)], ignore_index=True
+    )
+    # A solver rerun in a later input replaces its curve from the earlier ones.
+    last = frame.groupby(["dataset", "solver"])["source"].transform("max")
+    frame = frame[frame["source"] == last].drop(columns="source")
     for dataset, runs in frame.groupby("dataset", sort=False):
         runs = runs.sort_values(["solver", "stop_val"], ascending=[True, False])
         if not args.no_csv:
