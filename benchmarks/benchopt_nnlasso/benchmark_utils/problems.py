@@ -1,6 +1,13 @@
 """The benchmark's problems: synthetic (P1, P2), image patches (P3) and SAE-like, with lam."""
 
+from pathlib import Path
+
 import numpy as np
+from joblib import Memory
+
+# lam's bisection takes minutes on a busy CPU: the problems are cached on disk next to benchopt's
+# own cache (ignored by git), so repeated runs regenerate nothing.
+memory = Memory(Path(__file__).resolve().parents[1] / "__cache__" / "problems", verbose=0)
 
 
 def unit_rows(M):
@@ -21,6 +28,7 @@ def lam_for_density(X, D, density, iters=30):
     return 0.5 * (lo + hi)
 
 
+@memory.cache
 def synthetic(seed, n, d, k, density=0.07, noise=0.05):
     rng = np.random.default_rng(seed)
     D = unit_rows(rng.standard_normal((k, d)))
@@ -29,6 +37,7 @@ def synthetic(seed, n, d, k, density=0.07, noise=0.05):
     return X, D, lam_for_density(X, D, 0.075)
 
 
+@memory.cache
 def patches(seed, n=4096, k=256):
     """8x8 patches of scikit-learn's sample images; atoms are patches of the other image."""
     from sklearn.datasets import load_sample_images
@@ -48,6 +57,7 @@ def patches(seed, n=4096, k=256):
     return X, D, lam_for_density(X, D, 0.075)
 
 
+@memory.cache
 def sae_like(seed, n=4096, d=128, k=1024, active=50, noise=0.02):
     """Signals from k unit features with about `active` per signal; D = features + 2% noise."""
     rng = np.random.default_rng(seed)
