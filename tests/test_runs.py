@@ -256,6 +256,27 @@ def test_sweep_member_equals_the_learner_run_alone(X, tmp_path, learner):
         np.testing.assert_allclose(row["objective"], float(alone.objective), rtol=1e-9)
 
 
+def test_sweep_members_stop_where_they_would_stop_alone(X, tmp_path):
+    # Early stopping per member: a member certified at the end of a chunk is frozen, so its
+    # steps and dictionary are those of `learn_dictionary` with the same stopping test, while
+    # the rest of its bucket trains on. (Without freezing, every member runs until the last one
+    # is certified, and the step counts below would all be equal.)
+    tol, options = 2e-3, dict(max_steps=60, chunk_size=4)
+    spec = sd.SweepSpec(
+        widths=(2, 3, 6), seeds=(0,), lams=(LAM,), buckets="single", stationarity_tol=tol, **options
+    )
+    result = sd.run_sweep(X, spec, out=str(tmp_path), verbose=False)
+    store = ResultStore(str(tmp_path), spec)
+    steps = {}
+    for width, seed, lam in spec.members():
+        alone = sd.learn_dictionary(X, width, lam, seed=seed, stationarity_tol=tol, **options)
+        (row,) = [r for r in result.rows if r["width"] == width]
+        steps[width] = row["steps"]
+        assert row["steps"] == len(alone.history.objective)
+        np.testing.assert_allclose(store.dictionary(width, seed, lam), alone.dictionary, atol=1e-9)
+    assert len(set(steps.values())) > 1, f"every member stopped at the same step: {steps}"
+
+
 @pytest.mark.parametrize("stored", ["float16 file", "bfloat16 array"])
 def test_half_precision_data_trains_in_float32_like_learn_dictionary(X, tmp_path, stored):
     import ml_dtypes

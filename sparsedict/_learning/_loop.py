@@ -93,10 +93,12 @@ def _run(
         elapsed = time.perf_counter() - start
         # Batched runs (sweeps) have a members axis: show the mean over members, at the data's
         # scale (the learner trains on the data times 2^-scale).
-        # (members frozen by a sweep report NaN infos)
-        last = StepInfo(*(float(np.nanmean(v[-1])) for v in history))
+        # (over the members still training: those a sweep froze report a NaN objective)
+        latest = StepInfo(*(np.asarray(v[-1]) for v in history))
+        training = ~np.isnan(latest.objective)
+        last = StepInfo(*(float(np.mean(v[training])) for v in latest))
         last = last._replace(objective=float(np.ldexp(last.objective, 2 * scale)))
-        worst_grad = float(np.ldexp(np.nanmax(history.grad_norm[-1]), 2 * scale))
+        worst_grad = float(np.ldexp(np.max(latest.grad_norm[training]), 2 * scale))
         eta = elapsed / steps * (max_steps - steps)
         report(
             progress,

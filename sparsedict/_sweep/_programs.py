@@ -50,17 +50,22 @@ def over_members(fn, member_batch, *xs):
     return jax.lax.map(lambda y: fn(*y), xs, batch_size=member_batch)
 
 
+def _missing(shape):
+    """NaN (or -1 for integer fields): the infos of a member that did not train."""
+    fill = jnp.nan if jnp.issubdtype(shape.dtype, jnp.floating) else -1
+    return jnp.full(shape.shape, fill, shape.dtype)
+
+
 def _unless_frozen(train):
     """`train(lam, state)` for a member that is not `frozen`; a frozen (certified) member keeps
-    its state and reports NaN infos. Members run one at a time (`member_batch=1`, CPUs) skip the
-    work; vmapped members compute both branches and keep the frozen state."""
+    its state and reports missing infos (`_missing`). Members run one at a time
+    (`member_batch=1`, CPUs) skip the work; vmapped members compute both branches and keep the
+    frozen state."""
 
     def step(lam, state, frozen):
         def keep(lam, state):
             shapes = jax.eval_shape(train, lam, state)[1]
-            return state, jax.tree_util.tree_map(
-                lambda a: jnp.full(a.shape, jnp.nan, a.dtype), shapes
-            )
+            return state, jax.tree_util.tree_map(_missing, shapes)
 
         return jax.lax.cond(frozen, keep, train, lam, state)
 
