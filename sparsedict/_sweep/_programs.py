@@ -254,32 +254,23 @@ def compile_bucket(
         def run(X, lams, tol, states, frozen):
             return full_data_chunk(learner, X, lams, tol, states, frozen, chunk_size, member_batch)
 
+        args, states_at = (x_eval, lams, tol, states, frozen), 3
         in_specs = (P(), P("members"), P(), P("members"), P("members"))
-        chunk = (
-            jax.jit(
-                local(run, in_specs, (P("members"), P(None, "members"))),
-                out_shardings=(state_sh, steps_by_member),
-                donate_argnums=3,
-            )
-            .lower(x_eval, lams, tol, states, frozen)
-            .compile()
-        )
     else:
         batches = spec(batch_shape, dtype, None, "data")
 
         def run(lams, tol, states, frozen, batches):
             return minibatch_chunk(learner, lams, tol, states, frozen, batches, member_batch)
 
+        args, states_at = (lams, tol, states, frozen, batches), 2
         in_specs = (P("members"), P(), P("members"), P("members"), P())
-        chunk = (
-            jax.jit(
-                local(run, in_specs, (P("members"), P(None, "members"))),
-                out_shardings=(state_sh, steps_by_member),
-                donate_argnums=2,
-            )
-            .lower(lams, tol, states, frozen, batches)
-            .compile()
-        )
+    # members' arrays split over the devices, the data and tol replicated; the states donated
+    chunk = jax.jit(
+        local(run, in_specs, (P("members"), P(None, "members"))),
+        out_shardings=(state_sh, steps_by_member),
+        donate_argnums=states_at,
+    )
+    chunk = chunk.lower(*args).compile()
     specs = ((P(), P("members"), P(), P("members")), P("members"))
 
     def summarise(X, lams, tol, states):
