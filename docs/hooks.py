@@ -2,6 +2,7 @@
 
 import glob
 import os
+import re
 
 from mkdocs.structure.files import File
 
@@ -14,13 +15,25 @@ def _pngs():
     return sorted(glob.glob(os.path.join(RESULTS, "*.png")))
 
 
+# a relative link in a results file (to a figure or data next to it)
+_RELATIVE_LINK = re.compile(r"\]\((?!https?:|#|/)([^)\s]+)\)")
+
+
+def _linked(text):
+    """The relative links of `text` (as written in benchmarks/results/)."""
+    return _RELATIVE_LINK.findall(text)
+
+
 def on_files(files, config):
-    for path in _pngs():
-        files.append(
-            File.generated(
-                config, f"benchmarks/results/{os.path.basename(path)}", abs_src_path=path
-            )
-        )
+    linked = set()
+    for path in glob.glob(os.path.join(RESULTS, "*.md")):
+        with open(path) as f:
+            linked.update(_linked(f.read()))
+    names = {os.path.basename(p) for p in _pngs()} | linked
+    for name in sorted(names):
+        path = os.path.join(RESULTS, name)
+        if os.path.isfile(path):
+            files.append(File.generated(config, f"benchmarks/results/{name}", abs_src_path=path))
     return files
 
 
@@ -33,6 +46,8 @@ def on_page_markdown(markdown, page, config, files):
             text = f.read().strip()
         # demote headings so the page keeps one title
         text = "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
+        # links relative to benchmarks/results/, where the site puts the files they name
+        text = _RELATIVE_LINK.sub(r"](benchmarks/results/\1)", text)
         parts.append(f"## {os.path.basename(path)[:-3]}\n\n{text}")
     for path in _pngs():
         name = os.path.basename(path)
