@@ -6,23 +6,14 @@ The experiments are their own references: each compares against a closed form fr
 `PredictionFailed` when a prediction fails.
 """
 
-import importlib
-import os
-import sys
-
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # `experiments` is a top-level package of the repository, not installed
-
-from experiments import NAMES  # noqa: E402
+from experiment_runs import NAMES, run
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_quick_run(name, tmp_path):
-    module = importlib.import_module(f"experiments.{name}")
-    checks = module.main(["--quick", "--out", str(tmp_path)])
+    checks = run(name, "--quick", tmp_path)
     assert checks, f"{name} checked no prediction"
     for suffix in (".png", ".md"):
         path = tmp_path / f"{name}{suffix}"

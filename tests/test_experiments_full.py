@@ -6,24 +6,15 @@ script at a time on a shared 2-core machine (load average 7-8): 434 s of user CP
 time under that load.
 """
 
-import importlib
-import os
-import sys
-
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # `experiments` is a top-level package of the repository, not installed
-
-from experiments import NAMES  # noqa: E402
+from experiment_runs import NAMES, run
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_full_run(name, tmp_path):
     """The sizes the docstrings state; raises `PredictionFailed` if a check fails."""
-    module = importlib.import_module(f"experiments.{name}")
-    checks = module.main(["--full", "--out", str(tmp_path)])  # raises if a prediction failed
+    checks = run(name, "--full", tmp_path)  # raises if a prediction failed
     assert checks, f"{name} checked no prediction"
     text = (tmp_path / f"{name}.md").read_text()
     assert "*full run" in text and "**NO**" not in text
