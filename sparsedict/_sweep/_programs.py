@@ -62,6 +62,8 @@ def _unless_frozen(train):
     (`member_batch=1`, CPUs) skip the work; vmapped members compute both branches and keep the
     frozen state."""
 
+    train = jax.jit(train)  # one trace, shared by `keep`'s shapes and the branch
+
     def step(lam, state, frozen):
         def keep(lam, state):
             shapes = jax.eval_shape(train, lam, state)[1]
