@@ -144,7 +144,15 @@ class DictionaryOperator(eqx.Module):
     ) -> tuple[CertificateBound, Array]:
         r"""The certificate from the explicit residual $\hat r = x - aD$, with a rigorous bound
         on its rounding (`_objective.certified_certificate`): the reported gap is never below
-        the exact gap of `a` for the stored dictionary. Returns it and $\hat g = D\hat r$.
+        the exact gap of `a` for the stored dictionary. Returns it and $\hat g = D\hat r$."""
+        r, g, r_error, g_error = self.residual_and_correlations(sig, a)
+        bound = certified_certificate(r, g, a, sig.lam, r_error, g_error, self.atom_mask)
+        return bound, g
+
+    def residual_and_correlations(self, sig: Signal, a: Float[Array, " k"]):
+        r"""$\hat r = x - aD$ and $\hat g = D\hat r$ as computed, with bounds on their errors
+        against the exact $r$ and $g = Dr$: `(r, g, r_error, g_error)`,
+        $\|\hat r - r\| \le$ `r_error` and $|\hat g_k - g_k| \le$ `g_error`$_k$.
 
         Forward error bounds: $\|\hat r - r\| \le \gamma_{n_a+1}(\|x\| + \sum_j a_j\|d_j\|)$
         ($n_a$ nonzero codes) and $|\hat g_k - d_k\cdot\hat r| \le \gamma_d \|d_k\|\|\hat r\|$,
@@ -160,14 +168,33 @@ class DictionaryOperator(eqx.Module):
             g = self.correlate(r)
         norms = self.atom_norms()
         inflate = 1.0 + gamma(d + 2, work)
-        x_norm = sig.x_norm * inflate
         r_norm = jnp.sqrt(r @ r) * inflate
+        r_error = self.reconstruction_error(a, sig.x_norm * inflate)
+        if self.D.dtype == work:
+            g_error = norms * (gamma(d, work) * r_norm + r_error)
+        else:  # split products (see the module docstring)
+            low = self.D.dtype
+            p = piece_count(work, low)
+            bits = _bits(low)
+            remainder = 2.0 ** (p * (1 - bits))
+            spread = 2.0 ** (2 - bits)
+            r_max = jnp.max(jnp.abs(r)) * math.sqrt(d)
+            g_error = norms * (
+                gamma(d + p, work) * (1.01 * r_norm + spread * r_max) + remainder * r_max + r_error
+            )
+        return r, g, r_error, g_error * (1.0 + 8 * u)
+
+    def reconstruction_error(self, a: Float[Array, " k"], x_norm) -> Float[Array, ""]:
+        r"""A bound on $\|\mathrm{fl}(x - aD) - (x - aD)\|$ for any $x$ of norm at most
+        `x_norm` (0 bounds $\|\mathrm{fl}(aD) - aD\|$)."""
+        work = x_norm.dtype
+        u = float(jnp.finfo(work).eps) / 2
+        norms = self.atom_norms()
         nnz = jnp.sum(a != 0)
         weighted = (a @ norms) * (1.0 + gamma(nnz + 1, work))
         if self.D.dtype == work:
             r_error = gamma(nnz + 1, work) * (x_norm + weighted)
-            g_error = norms * (gamma(d, work) * r_norm + r_error)
-        else:  # split products (see the module docstring)
+        else:
             low = self.D.dtype
             p = piece_count(work, low)
             bits = _bits(low)
@@ -178,14 +205,7 @@ class DictionaryOperator(eqx.Module):
                 gamma(nnz + p + 1, work) * (x_norm + 1.01 * weighted + spread * support)
                 + remainder * support
             )
-            r_max = jnp.max(jnp.abs(r)) * math.sqrt(d)
-            g_error = norms * (
-                gamma(d + p, work) * (1.01 * r_norm + spread * r_max) + remainder * r_max + r_error
-            )
-        r_error = r_error * (1.0 + 8 * u)
-        g_error = g_error * (1.0 + 8 * u)
-        bound = certified_certificate(r, g, a, sig.lam, r_error, g_error, self.atom_mask)
-        return bound, g
+        return r_error * (1.0 + 8 * u)
 
     def atom_norms(self) -> Float[Array, " k"]:
         r"""Upper bounds on the atom norms $\|d_k\|$ (zero for masked atoms), working dtype."""
