@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._objective import primal, residual
+
 
 def _buffers(k: int) -> list[int]:
     """Support buffer sizes: 8, 16, 32, ... capped at k."""
@@ -140,14 +142,13 @@ def optimal_value(
     $\partial F/\partial \lambda = \sum_k a_k$. Pass codes from [`implicit_codes`][] to make second
     derivatives exact too.
     """
-    R = X - codes @ D
-    return 0.5 * jnp.sum(R * R, axis=-1) + lam * jnp.sum(codes, axis=-1)
+    return primal(X, D, codes, lam)
 
 
 @optimal_value.defjvp
 def _optimal_value_jvp(primals, tangents):
     codes, X, D, lam = primals
     _, dX, dD, dlam = tangents
-    R = X - codes @ D
+    R = residual(X, D, codes)
     tangent = jnp.sum(R * (dX - codes @ dD), axis=-1) + dlam * jnp.sum(codes, axis=-1)
     return optimal_value(*primals), tangent
