@@ -505,31 +505,23 @@ def main(argv=None) -> int:
     cert.add_argument(
         "--lam", type=float, help="the L1 penalty (with --sae: overrides the implied lam)"
     )
-    cert.add_argument(
-        "--target-l0",
-        type=float,
-        help="with --sae: use the lam whose exact codes have this mean L0 (TopK SAEs)",
+
+    def sae_option(flag, help, **options):  # an option of the SAE certificate only
+        cert.add_argument(flag, help=f"with --sae: {help}", **options)
+
+    sae_option(
+        "--target-l0", "use the lam whose exact codes have this mean L0 (TopK SAEs)", type=float
     )
-    cert.add_argument("--json", help="with --sae: write every summary and per-atom array here")
-    cert.add_argument("--plot", help="with --sae: per-atom stationarity against usage (PNG)")
-    cert.add_argument(
-        "--fail-above",
-        type=float,
-        help="with --sae: exit 1 when the worst relative stationarity exceeds this",
+    sae_option("--json", "write every summary and per-atom array here")
+    sae_option("--plot", "per-atom stationarity against usage (PNG)")
+    sae_option(
+        "--fail-above", "exit 1 when the worst relative stationarity exceeds this", type=float
     )
-    cert.add_argument(
-        "--chunk-size", type=_count, default=1024, help="with --sae: signals per chunk"
-    )
-    cert.add_argument(
-        "--first-order-only", action="store_true", help="with --sae: skip the block test"
-    )
-    cert.add_argument(
-        "--max-support", type=_count, help="with --sae: cap on the active-set support buffer"
-    )
-    cert.add_argument(
-        "--scaling-factor",
-        type=float,
-        help="with --sae: SAELens activation scaling s used in training (default 1)",
+    sae_option("--chunk-size", "signals per chunk", type=_count, default=1024)
+    sae_option("--first-order-only", "skip the block test", action="store_true")
+    sae_option("--max-support", "cap on the active-set support buffer", type=_count)
+    sae_option(
+        "--scaling-factor", "SAELens activation scaling s used in training (default 1)", type=float
     )
     cert.add_argument(
         "--transpose", action="store_true", help="the file holds atoms as columns (d, k)"

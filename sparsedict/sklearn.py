@@ -138,6 +138,14 @@ class _DictionaryLearner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     _method = "alternating"
 
+    def __init__(self, n_components, alpha, max_iter, tol, solver, random_state):
+        self.n_components = n_components
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.tol = tol
+        self.solver = solver
+        self.random_state = random_state
+
     def _learn(self, X):
         import sparsedict as sd
 
@@ -201,12 +209,7 @@ class NonnegativeDictionaryLearning(_DictionaryLearner):
         self, n_components=None, *, alpha=1.0, max_iter=500, tol=None, solver="active_set",
         random_state=None,
     ):  # fmt: skip
-        self.n_components = n_components
-        self.alpha = alpha
-        self.max_iter = max_iter
-        self.tol = tol
-        self.solver = solver
-        self.random_state = random_state
+        super().__init__(n_components, alpha, max_iter, tol, solver, random_state)
 
     def _options(self, X):
         return dict(
@@ -234,14 +237,9 @@ class NonnegativeMiniBatchDictionaryLearning(_DictionaryLearner):
         self, n_components=None, *, alpha=1.0, batch_size=256, max_iter=1000, tol=None,
         forgetting=3.0, solver="active_set", random_state=None,
     ):  # fmt: skip
-        self.n_components = n_components
-        self.alpha = alpha
+        super().__init__(n_components, alpha, max_iter, tol, solver, random_state)
         self.batch_size = batch_size
-        self.max_iter = max_iter
-        self.tol = tol
         self.forgetting = forgetting
-        self.solver = solver
-        self.random_state = random_state
 
     def _options(self, X):
         return dict(

@@ -254,6 +254,26 @@ def test_not_a_checkpoint(tmp_path):
         load_sae(tmp_path)
 
 
+@pytest.mark.parametrize("library", ["saelens", "sparsify"])
+def test_inconsistent_shapes_and_zero_decoder_rows_are_refused(tmp_path, library):
+    rng = np.random.default_rng(0)
+    k, d = 5, 4
+    W_enc, W_dec, b_enc = rng.standard_normal((k, d)), rng.standard_normal((k, d)), np.zeros(k)
+
+    def write(path, W_dec, b_dec):
+        if library == "saelens":
+            _write_saelens(path, W_enc.T, b_enc, W_dec, b_dec, _saelens_cfg(d, k, 0.1), np.float64)
+        else:
+            _write_sparsify(path, W_enc, b_enc, W_dec, b_dec, k_top=2)
+
+    write(tmp_path / "shapes", W_dec, np.zeros(d + 1))
+    with pytest.raises(ValueError, match=r"shapes: inconsistent shapes: .*b_dec \(5,\)"):
+        load_sae(tmp_path / "shapes")
+    write(tmp_path / "zero", np.concatenate([W_dec[:-1], np.zeros((1, d))]), np.zeros(d))
+    with pytest.raises(ValueError, match="zero: W_dec has 1 zero decoder rows"):
+        load_sae(tmp_path / "zero")
+
+
 # --- lam for a target L0, the command -----------------------------------------------------------
 
 

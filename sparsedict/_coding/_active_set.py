@@ -38,6 +38,7 @@ the largest $c_j - \lambda > 0$). A signal starts in the first stage whose buffe
 starting support. The codes reported mid-way are $\max(z, 0)$.
 """
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -119,20 +120,7 @@ class ActiveSet(AbstractCodingSolver):
             sizes.append(s)
             s *= 2
         sizes.append(full)
-        return tuple(
-            ActiveSet(
-                max_support=self.max_support,
-                min_support=self.min_support,
-                start_support=self.start_support,
-                warm_start_steps=self.warm_start_steps,
-                full_exchanges=self.full_exchanges,
-                refine=self.refine,
-                check_every=self.check_every,
-                support=s,
-                last_stage=s == full,
-            )
-            for s in sizes
-        )
+        return tuple(dataclasses.replace(self, support=s, last_stage=s == full) for s in sizes)
 
     def overflow(self, op, state):
         return jnp.asarray(not self.last_stage) & (jnp.sum(state.passive) > self._size(op))

@@ -124,30 +124,3 @@ def _implicit_codes_jvp(primals, tangents):
     _, dX, dD, dlam = tangents
     codes = implicit_codes(*primals)  # a higher-order trace sees its dependence on X, D, lam
     return codes, _codes_tangent(codes, primals[1], primals[2], dX, dD, dlam)
-
-
-@jax.custom_jvp
-def optimal_value(
-    codes: Float[Array, "n k"],
-    X: Float[Array, "n d"],
-    D: Float[Array, "k d"],
-    lam: Float[Array, " n"],
-) -> Float[Array, " n"]:
-    r"""$F = \tfrac12\|x - aD\|^2 + \lambda \sum_k a_k$ at optimal codes, with envelope derivatives.
-
-    Since $a$ minimises the objective, its own variation does not enter the first derivative:
-    $\partial F/\partial x = r$, $\partial F/\partial D = -a^\top r$,
-    $\partial F/\partial \lambda = \sum_k a_k$. Pass codes from [`implicit_codes`][] to make second
-    derivatives exact too.
-    """
-    R = X - codes @ D
-    return 0.5 * jnp.sum(R * R, axis=-1) + lam * jnp.sum(codes, axis=-1)
-
-
-@optimal_value.defjvp
-def _optimal_value_jvp(primals, tangents):
-    codes, X, D, lam = primals
-    _, dX, dD, dlam = tangents
-    R = X - codes @ D
-    tangent = jnp.sum(R * (dX - codes @ dD), axis=-1) + dlam * jnp.sum(codes, axis=-1)
-    return optimal_value(*primals), tangent

@@ -6,13 +6,28 @@ $\partial F/\partial D = -a^\top r$ (summed over signals when D is shared),
 $\partial F/\partial\lambda = \sum_k a_k$, with $r = x - aD$ at the optimal codes $a$.
 """
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .. import _validation as check
+from .._objective import primal, residual
 from ._base import AbstractCodingSolver
 from ._driver import _solver, coding_inputs, solve
-from ._implicit import optimal_value
+
+# The primal at optimal codes, with the envelope derivatives above: the codes' own variation does
+# not enter the first derivative. Codes from `implicit_codes` (as `solve` returns them) make second
+# derivatives exact too.
+_optimal_value = jax.custom_jvp(primal)
+
+
+@_optimal_value.defjvp
+def _envelope_jvp(primals, tangents):
+    X, D, codes, lam = primals
+    dX, dD, _, dlam = tangents
+    R = residual(X, D, codes)
+    tangent = jnp.sum(R * (dX - codes @ dD), axis=-1) + dlam * jnp.sum(codes, axis=-1)
+    return _optimal_value(*primals), tangent
 
 
 def lasso_value(
@@ -38,5 +53,5 @@ def lasso_value(
     codes = solve(X2, D, lam, init, atom_mask, tol, max_steps, _solver(solver)).codes
     if atom_mask is not None:
         D = jnp.where(atom_mask[:, None], D, 0.0)
-    value = optimal_value(codes, X2, D, lam)
+    value = _optimal_value(X2, D, codes, lam)
     return value[0] if single else value

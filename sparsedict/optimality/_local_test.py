@@ -28,6 +28,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .. import _validation as check
+from .._objective import mean_objective
 
 # Largest Hessian (number of tangent coordinates, sum over tested atoms of d - 1) built by default.
 MAX_COORDINATES = 4096
@@ -184,10 +185,7 @@ def local_test(
     margin = float(np.min(lam_f - g[off]) / lam_f) if off.any() else np.inf
     on = codes_np[~off]
     code_margin = float(on.min() / on.max()) if on.size else np.inf
-    objective = float(
-        jnp.sum(weights * (0.5 * jnp.sum((X - codes @ D) ** 2, -1) + lam * codes.sum(-1)))
-        / jnp.sum(weights)
-    )
+    objective = float(mean_objective(X, D, codes, lam, weights))
     grad_norm = float(jnp.linalg.norm(grad))
     ev = np.asarray(eigenvalues)
     zero = _ZERO_EPS * eps * ev.size * max(np.abs(ev).max(), eps)

@@ -36,22 +36,22 @@ def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
-def _loaded(decoder_name, *, W_dec, **fields) -> LoadedSAE:
-    """The `LoadedSAE` with the decoder rows `W_dec` (k, d) split into unit atoms and norms."""
-    norms = np.linalg.norm(W_dec, axis=1)
-    if np.any(norms == 0):
-        zero = int(np.sum(norms == 0))
-        raise ValueError(f"{decoder_name} has {zero} zero decoder rows; drop them first")
-    return LoadedSAE(D=W_dec / norms[:, None], norms=norms, **fields)
-
-
-def _check_shapes(path, W_enc, W_dec, b_dec):
+def _loaded(path, decoder_key, W_enc, b_enc, W_dec, b_dec, **fields) -> LoadedSAE:
+    """The `LoadedSAE` of encoder rows `W_enc` (k, d), decoder rows `W_dec` (k, d) and `b_dec`
+    (d,), with their shapes checked and the decoder rows split into unit atoms and norms."""
     k, d = W_dec.shape
     if W_enc.shape != (k, d) or b_dec.shape != (d,):
         raise ValueError(
             f"{path}: inconsistent shapes: encoder {W_enc.shape}, decoder rows {W_dec.shape}, "
             f"b_dec {b_dec.shape}"
         )
+    norms = np.linalg.norm(W_dec, axis=1)
+    if np.any(norms == 0):
+        zero = int(np.sum(norms == 0))
+        raise ValueError(f"{path}: {decoder_key} has {zero} zero decoder rows; drop them first")
+    return LoadedSAE(
+        D=W_dec / norms[:, None], norms=norms, W_enc=W_enc, b_enc=b_enc, b_dec=b_dec, **fields
+    )
 
 
 def _scale_note(scaling_factor):
@@ -77,7 +77,6 @@ def _saelens(path, scaling_factor):
             "dictionary-learning objective; certify the normalised activations with a plain SAE"
         )
     W_enc, W_dec, b_dec = weights["W_enc"].T, weights["W_dec"], weights["b_dec"]
-    _check_shapes(path, W_enc, W_dec, b_dec)
     b_enc = weights.get("b_enc", np.zeros(W_dec.shape[0]))
     s = 1.0 if scaling_factor is None else float(scaling_factor)
     if norm == "expected_average_only_in":
@@ -110,13 +109,14 @@ def _saelens(path, scaling_factor):
         threshold = threshold * s
     top_k = int(cfg["k"]) if arch in ("topk", "batchtopk") else None
     return _loaded(
-        f"{path}: W_dec",
+        path,
+        "W_dec",
+        W_enc,
+        b_enc,
+        W_dec,
+        b_dec,
         library="saelens",
         activation={"standard": "relu"}.get(arch, arch),
-        W_enc=W_enc,
-        b_enc=b_enc,
-        W_dec=W_dec,
-        b_dec=b_dec,
         subtract_b_dec=bool(cfg.get("apply_b_dec_to_input", True)),
         lam=lam,
         lam_convention=convention,
@@ -137,16 +137,16 @@ def _sparsify(path, scaling_factor):
     if cfg.get("activation", "topk") != "topk":
         raise ValueError(f"{path}: sparsify activation {cfg.get('activation')!r} is not supported")
     W_enc, W_dec, b_dec = weights["encoder.weight"], weights["W_dec"], weights["b_dec"]
-    _check_shapes(path, W_enc, W_dec, b_dec)
     del scaling_factor  # sparsify trains on raw activations
     return _loaded(
-        f"{path}: W_dec",
+        path,
+        "W_dec",
+        W_enc,
+        weights["encoder.bias"],
+        W_dec,
+        b_dec,
         library="sparsify",
         activation="topk",
-        W_enc=W_enc,
-        b_enc=weights["encoder.bias"],
-        W_dec=W_dec,
-        b_dec=b_dec,
         subtract_b_dec=True,
         lam=None,
         lam_convention="sparsify TopK: loss FVU with no L1 term; pass lam or target_l0",
@@ -185,7 +185,6 @@ def _dictionary_learning(path, scaling_factor):
     W_enc = weights["encoder.weight"]
     W_dec = weights["decoder.weight"].T  # nn.Linear(dict_size, activation_dim): (d, k)
     b_dec = weights["bias"] if "bias" in weights else weights["b_dec"]
-    _check_shapes(path, W_enc, W_dec, b_dec)
     s = 1.0 if scaling_factor is None else float(scaling_factor)
     lam, top_k, threshold = None, None, None
     activation = "relu"
@@ -214,13 +213,14 @@ def _dictionary_learning(path, scaling_factor):
             f"dictionary_learning {dict_class}: no L1 term in the loss; pass lam or target_l0"
         )
     return _loaded(
-        f"{path}: decoder.weight",
+        path,
+        "decoder.weight",
+        W_enc,
+        weights["encoder.bias"],
+        W_dec,
+        b_dec,
         library="dictionary_learning",
         activation=activation,
-        W_enc=W_enc,
-        b_enc=weights["encoder.bias"],
-        W_dec=W_dec,
-        b_dec=b_dec,
         subtract_b_dec=True,
         lam=lam,
         lam_convention=convention,
