@@ -54,11 +54,14 @@ def test_combination_is_as_accurate_as_its_bound(m, d):
 
 def test_float32_readme_example_is_certified_at_the_default_tol():
     # the README's example in float32: the plain rounding bound (about 4e-4 relative) certified
-    # no signal at the default tol 1e-6; polished codes and compensated certificates certify
-    # them, and every certified signal has an independent float64 gap <= 2 tol
+    # no signal at the default tol 1e-6; polished codes certified at the dual point of their
+    # refinement in twice the precision certify them, and check_honest bounds every reported
+    # gap by an independent float64 suboptimality
     X, D, _ = sparse_synthetic(n=400, d=64, k=256)
     lam = np.full(400, 0.2, np.float32)
     res = sd.sparse_code(X, D, lam)
-    rel = check_honest(res, X, D, lam, 1e-6)
+    check_honest(res, X, D, lam, 1e-6)
     assert float(np.mean(np.asarray(res.converged))) >= 0.99
-    assert float(np.median(rel)) <= 5e-7
+    # the canonical gap of float32 codes is first order in their rounding, u |aD|^2 / P (median
+    # 2e-7 here); the refined dual point removes that term
+    assert float(np.median(np.asarray(res.relative_gap))) <= 5e-8

@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jaxtyping import Array, Bool, Float, Int
 
-from .._compensated import combination
-from .._objective import CertificateBound, certified_certificate, gamma
+from .._compensated import combination, two_sum
+from .._objective import Certificate, CertificateBound, gamma
 from ._problem import DictionaryOperator, Signal
 
 # Tikhonov ridge of the polish system in machine epsilons times the mean atom norm^2 (as in the
@@ -46,28 +46,37 @@ def compensated_size(k: int, d: int) -> int:
 
 
 def _residual(
-    op: DictionaryOperator, sig: Signal, a, idx: Int[Array, " m"], use: Bool[Array, " m"]
+    op: DictionaryOperator,
+    sig: Signal,
+    a: Float[Array, " k"],
+    a_lo: Float[Array, " k"],
+    idx: Int[Array, " m"],
+    use: Bool[Array, " m"],
 ):
-    r"""$x - aD$ as `(r_hi, r_lo, eps)`: the atoms `idx[use]` subtracted in compensated
-    arithmetic, every other nonzero code plainly; $\|x - aD - (r_{hi} + r_{lo})\| \le$ `eps`."""
+    r"""$x - (a + a_{lo})D$ as `(r_hi, r_lo, eps)`: the atoms `idx[use]` subtracted in compensated
+    arithmetic, every other nonzero code plainly (`a_lo` is zero off `idx[use]`);
+    $\|x - (a + a_{lo})D - (r_{hi} + r_{lo})\| \le$ `eps`."""
     work = sig.x.dtype
     rows = op.D[idx].astype(work)  # exact: the stored dictionary upcast
     coef = jnp.where(use, a[idx], 0.0)
+    coef_lo = jnp.where(use, a_lo[idx], 0.0)
     gathered = jnp.zeros(a.shape, bool).at[idx].max(use)  # well defined for repeated indices
     rest = jnp.where(gathered, 0.0, a)  # support atoms that were not gathered
     with jax.default_matmul_precision("highest"):
         rest_rec = op.reconstruct(rest)
     rest_error = op.reconstruction_error(rest, jnp.zeros((), work))
-    # x - sum_j coef_j d_j - rest_rec: the plain part enters as one more exact term
+    # x - sum_j (coef_j + coef_lo_j) d_j - rest_rec: the plain part enters as one exact term
     r_hi, r_lo, bound = combination(
-        sig.x, jnp.concatenate([rows, rest_rec[None]]), jnp.append(-coef, -1.0).astype(work)
+        sig.x,
+        jnp.concatenate([rows, rows, rest_rec[None]]),
+        jnp.concatenate([-coef, -coef_lo, -jnp.ones(1, work)]),
     )
     return r_hi, r_lo, jnp.sum(bound) * (1.0 + gamma(r_hi.shape[-1], work)) + rest_error
 
 
-def _correlations(op, rows, r_hi, r_lo, eps):
-    r"""$g_k = d_k\cdot r$ for the gathered `rows`, with $\|r - (r_{hi} + r_{lo})\| \le$ `eps`:
-    `(g, bound)` with $|g_k - \hat g_k| \le$ `bound`$_k$ before the final rounding of $\hat g_k$."""
+def _correlations(rows, r_hi, r_lo, eps):
+    r"""$g_k = d_k\cdot r$ for the gathered `rows`, where $\|r - (r_{hi} + r_{lo})\| \le$ `eps`:
+    `(hi, lo, bound)` with $|g_k - (hi_k + lo_k)| \le$ `bound`$_k$."""
     work = r_hi.dtype
     d = r_hi.shape[-1]
     u = float(jnp.finfo(work).eps) / 2
@@ -77,55 +86,114 @@ def _correlations(op, rows, r_hi, r_lo, eps):
     norms = jnp.sqrt(jnp.sum(rows * rows, axis=-1)) * (1.0 + gamma(d + 2, work))
     r_lo_norm = jnp.sqrt(r_lo @ r_lo) * (1.0 + gamma(d + 2, work))
     tail = lo + small
-    g = hi + tail
-    bound = (
-        bound
-        + gamma(d, work) * norms * r_lo_norm
-        + norms * eps
-        + u * (jnp.abs(lo) + jnp.abs(small) + jnp.abs(tail))
-    )
-    return g, bound * (1.0 + 8 * u)
+    bound = bound + gamma(d, work) * norms * r_lo_norm + norms * eps + u * jnp.abs(tail)
+    return hi, tail, bound * (1.0 + 8 * u)
 
 
 def compensated_certificate(
-    op: DictionaryOperator, sig: Signal, a: Float[Array, " k"], size: int
-) -> tuple[CertificateBound, Array]:
-    r"""The rigorous certificate of `a` (never below its exact gap), with the support and the
-    atoms near the dual constraint (at most `size`) in compensated arithmetic. Returns it and
-    the correlations it used."""
-    r, g, _, g_error = op.residual_and_correlations(sig, a)
-    priority = jnp.where(a > 0, jnp.inf, g + g_error - sig.lam)
+    op: DictionaryOperator,
+    sig: Signal,
+    a: Float[Array, " k"],
+    a_lo: Float[Array, " k"],
+    size: int,
+) -> tuple[CertificateBound, Array, Array]:
+    r"""A rigorous bound on the duality gap of the codes `a` (never below their exact gap), at
+    the dual point of the refined codes $\tilde a = a + a_{lo}$.
+
+    With $\tilde r = x - \tilde aD$, $\tilde g = D\tilde r$ and the dual point
+    $\theta = (1 - \sigma)\tilde r$, the gap of `a` ($r = x - aD = \tilde r + a_{lo}D$) is
+
+    $$P(a) - \mathcal{D}(\theta) = \textstyle\sum_k a_k\big((\lambda - \tilde g_k)
+      + \sigma\tilde g_k\big) + \tfrac12\|a_{lo}D + \sigma\tilde r\|^2,$$
+
+    and $\theta$ is dual feasible when $\sigma \ge E/\lambda$, $E \ge \max_k \tilde g_k -
+    \lambda$ (then $(1 - \sigma)\tilde g_k \le (1 - E/\lambda)(\lambda + E) \le \lambda$).
+    Every term is small near the optimum, so their rounding is small too: $\tilde g_k - \lambda$
+    comes from the compensated $hi_k + lo_k$ of the support and the atoms near the constraint
+    (`size` gathered atoms), the plain correlations and bounds elsewhere; $\sigma$ is never
+    rounded into a scaling $1 - \sigma$. When `a_lo` is the rounding error of float32 codes
+    polished in twice the precision (`polish`), the gap is of order $u^2$, where the dual point
+    of `a` itself would leave a first-order gap of about $u\|aD\|^2$. The gap is scaled by
+    $P / P_-$ ($P_-$ a lower bound on the exact primal) so that `gap / primal` bounds the exact
+    relative gap. Returns the bound, the correlations $\tilde g$ and the excesses
+    $\tilde g - \lambda$ (both compensated where gathered: the excess is not rounded through
+    $\tilde g$)."""
+    work = sig.x.dtype
+    u = float(jnp.finfo(work).eps) / 2
+    d = sig.x.shape[-1]
+    lam = sig.lam
+    r, g, r_error, g_error = op.residual_and_correlations(sig, a)
+    norms = op.atom_norms()
+    nnz = jnp.sum(a != 0)
+    shift = jnp.sum(jnp.abs(a_lo) * norms) * (1.0 + gamma(nnz + 2, work))  # >= ||a_lo D||
+    g_error = g_error + norms * shift  # plain g of a, against g~ of a + a_lo
+    priority = jnp.where(a > 0, jnp.inf, g + g_error - lam)
     if op.atom_mask is not None:
         priority = jnp.where(op.atom_mask, priority, -jnp.inf)
     top, idx = jax.lax.top_k(priority, size)
     chosen = top > 0
-    r_hi, r_lo, eps = _residual(op, sig, a, idx, chosen & (a[idx] > 0))
-    rows = op.D[idx].astype(sig.x.dtype)
-    g_c, g_c_error = _correlations(op, rows, r_hi, r_lo, eps)
-    corr = g.at[idx].set(jnp.where(chosen, g_c, g[idx]))
-    corr_error = g_error.at[idx].set(jnp.where(chosen, g_c_error, g_error[idx]))
-    d = r_hi.shape[-1]
-    r_lo_norm = jnp.sqrt(r_lo @ r_lo) * (1.0 + gamma(d + 2, r_hi.dtype))
-    bound = certified_certificate(r_hi, corr, a, sig.lam, r_lo_norm + eps, corr_error, op.atom_mask)
-    del r
-    return bound, corr
+    use = chosen & (a[idx] > 0)
+    r_hi, r_lo, eps = _residual(op, sig, a, jnp.where(a > 0, a_lo, 0.0), idx, use)
+    rows = op.D[idx].astype(work)
+    hi, tail, beta = _correlations(rows, r_hi, r_lo, eps)
+
+    # excess_k ~ g~_k - lam and w_k >= |g~_k - lam - excess_k| (its rounding included)
+    plain_excess = g - lam
+    plain_w = g_error + 2 * u * jnp.abs(plain_excess)
+    head = hi - lam
+    comp_excess = head + tail
+    comp_w = beta + u * (jnp.abs(head) + 2 * jnp.abs(comp_excess))
+    excess = plain_excess.at[idx].set(jnp.where(chosen, comp_excess, plain_excess[idx]))
+    w = plain_w.at[idx].set(jnp.where(chosen, comp_w, plain_w[idx])) * (1.0 + 4 * u)
+    upper = excess + w + 2 * u * jnp.abs(excess)  # rounding of the sum
+    if op.atom_mask is not None:
+        upper = jnp.where(op.atom_mask, upper, -jnp.inf)
+    E = jnp.maximum(jnp.max(upper), 0.0)
+    sigma = jnp.minimum(E / lam * (1.0 + 4 * u), 1.0)  # lam > 0; lam = 0 is handled below
+
+    # sum_k a_k ((lam - g~_k) + sigma g~_k) <= sum_k a_k t_k
+    t = (-excess + w) + sigma * (lam + jnp.abs(excess) + w)
+    terms = a * t
+    n_terms = gamma(nnz + 2, work)
+    linear = jnp.sum(terms) + n_terms * jnp.sum(jnp.abs(terms)) * (1.0 + n_terms)
+    inflate = 1.0 + gamma(d + 2, work)
+    r_lo_norm = jnp.sqrt(r_lo @ r_lo) * inflate
+    rho_tilde = jnp.sqrt(r_hi @ r_hi) * inflate + r_lo_norm + eps  # >= ||r~||
+    quadratic = 0.5 * ((shift + sigma * rho_tilde) * (1.0 + 4 * u)) ** 2
+    gap = jnp.maximum((linear + quadratic) * (1.0 + 8 * u), 0.0)
+    # lam = 0 (nonnegative least squares): theta = r~ only if feasible; else the dual point 0
+    gap = jnp.where((lam > 0) | (E == 0), gap, jnp.inf)
+
+    l1 = jnp.sum(a)
+    rho = jnp.sqrt(r @ r)
+    rho_lo = jnp.maximum(rho * (1.0 - gamma(d + 2, work)) - r_error, 0.0)
+    primal = 0.5 * rho * rho + lam * l1
+    primal_lo = (0.5 * rho_lo**2 + lam * l1 * (1.0 - n_terms)) * (1.0 - 4 * u)
+    tiny = jnp.finfo(work).tiny
+    ratio = jnp.where(primal > 0, primal / jnp.maximum(primal_lo, tiny), 1.0)
+    gap = jnp.minimum(gap * ratio * (1.0 + 4 * u), jnp.inf)
+    cert = Certificate(primal=primal, dual=primal - gap, gap=gap)
+    corr = g.at[idx].set(jnp.where(chosen, hi + tail, g[idx]))
+    bound = CertificateBound(certificate=cert, nominal=gap, rounding=jnp.zeros_like(gap))
+    return bound, corr, excess
 
 
 def polish(
     op: DictionaryOperator,
     sig: Signal,
     a: Float[Array, " k"],
-    g: Float[Array, " k"],
+    excess: Float[Array, " k"],
     size: int,
-    enter: Bool[Array, " k"],
 ):
-    r"""One Newton step on the support $S$ of `a` and the atoms `enter`,
-    $a_S \leftarrow \max(0, a_S + G_{SS}^{-1}(g_S - \lambda))$, from the correlations `g` of
-    `compensated_certificate` (compensated on $S$): an exchange step of the active set in
-    compensated arithmetic. Codes whose new support does not fit `size` are returned unchanged."""
+    r"""One Newton step on the support $S$ of `a` and the atoms whose `excess` is positive,
+    $a_S \leftarrow \max(0, a_S + G_{SS}^{-1}(g_S - \lambda))$, from the excesses $g - \lambda$
+    of `compensated_certificate` (compensated on $S$): an exchange step of the active set in
+    compensated arithmetic. Returns the float32 codes and their rounding error `lo` (the step
+    computed in twice the precision is `codes + lo`); codes whose new support does not fit
+    `size` are returned unchanged, with `lo = 0`."""
     k = a.shape[0]
     work = sig.x.dtype
-    support = (a > 0) | enter
+    support = (a > 0) | (excess > 0)
     fits = jnp.sum(support) <= size
     idx = jnp.nonzero(support, size=size, fill_value=k)[0]
     valid = idx < k
@@ -139,9 +207,14 @@ def polish(
     mean_norm = jnp.sum(jnp.where(valid, diag, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
     ridge = _RIDGE_EPS * jnp.finfo(work).eps * jnp.maximum(mean_norm, 1.0)
     system = gram_s + jnp.diag(jnp.where(valid, ridge, 1.0))
-    rhs = jnp.where(valid, g[safe] - sig.lam, 0.0)
+    rhs = jnp.where(valid, excess[safe], 0.0)
     step = jsl.cho_solve(jsl.cho_factor(system, lower=True), rhs)
-    new = jnp.maximum(a[safe] + step, 0.0)
-    polished = a.at[idx].set(jnp.where(valid, new, 0.0), mode="drop")
-    ok = fits & jnp.all(jnp.isfinite(polished))
-    return op.project(jnp.where(ok, polished, a))
+    # a + step in twice the precision: the float32 codes and their rounding error
+    new, new_lo = two_sum(a[safe], step)
+    keep = valid & (new > 0)
+    polished = a.at[idx].set(jnp.where(keep, new, 0.0), mode="drop")
+    polished_lo = jnp.zeros_like(a).at[idx].set(jnp.where(keep, new_lo, 0.0), mode="drop")
+    ok = fits & jnp.all(jnp.isfinite(polished)) & jnp.all(jnp.isfinite(polished_lo))
+    if op.atom_mask is not None:
+        ok = ok & ~jnp.any((polished > 0) & ~op.atom_mask)
+    return jnp.where(ok, polished, a), jnp.where(ok, polished_lo, 0.0)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, DTypeLike, Float
 
 from .. import _validation as check
-from .._objective import certified_certificate, kkt_residual
+from .._objective import kkt_residual
 from ._active_set import ActiveSet
 from ._base import AbstractCodingSolver
 from ._compensated_certificate import compensated_certificate, compensated_size, polish
@@ -121,17 +121,10 @@ def _block(solver, op, sig, state, tol):
     """
     new = jax.lax.fori_loop(0, solver.check_every, lambda _, s: solver.step(op, sig, s), state)
     # Done when the rigorous certificate meets tol, or when the gap is down to the bound on its
-    # own rounding and no atom off the support certainly violates the dual constraint: more
-    # steps could not certify a smaller gap in plain arithmetic (float32 codes are then polished
-    # and certified in compensated arithmetic, `_final_certificate`).
-    a = solver.codes(new)
-    r, g, r_error, g_error = op.residual_and_correlations(sig, a)
-    bound = certified_certificate(r, g, a, sig.lam, r_error, g_error, op.atom_mask)
-    violated = (a == 0) & (g - g_error > sig.lam)
-    if op.atom_mask is not None:
-        violated = violated & op.atom_mask
-    at_floor = (bound.nominal <= bound.rounding) & ~jnp.any(violated)
-    done = (bound.certificate.relative_gap <= tol) | at_floor
+    # own rounding: more steps could not certify a smaller one in plain arithmetic (float32
+    # codes are then polished and certified in compensated arithmetic, `_final_certificate`).
+    bound, _ = op.certified_certificate(sig, solver.codes(new))
+    done = (bound.certificate.relative_gap <= tol) | (bound.nominal <= bound.rounding)
     return new, done, _unchanged(state, new), solver.overflow(op, new)
 
 
@@ -272,13 +265,14 @@ def _solve_in_chunks(solver, op, sigs, init, tol, max_steps, size):
     return codes, steps, early
 
 
-def _final_certificate(op, sigs, codes):
+def _final_certificate(op, sigs, codes, polished=True):
     """The reported certificate, independent of the solver's: from the explicit residual, with
     its rounding bounded. In float32, the codes are first polished (one Newton step on the
     support, kept where it lowers the certified gap) and both certificates are computed with the
     support in compensated arithmetic (`_compensated_certificate.py`), in cache-sized batches
-    of signals. Returns `(codes, bound, g)`."""
-    if sigs.x.dtype != jnp.float32:
+    of signals. `polished=False` (callers that use the codes only, such as a learner's inner
+    solves) keeps the plain certificate. Returns `(codes, bound, g)`."""
+    if sigs.x.dtype != jnp.float32 or not polished:
         bound, g = jax.vmap(op.certified_certificate)(sigs, codes)
         return codes, bound, g
     n, d = sigs.x.shape
@@ -289,12 +283,12 @@ def _final_certificate(op, sigs, codes):
 
     def one(args):
         sig, a = args
-        before = compensated_certificate(op, sig, a, size)
-        polished = polish(op, sig, a, before[1], size, enter=before[1] > sig.lam)
-        after = compensated_certificate(op, sig, polished, size)
+        before = compensated_certificate(op, sig, a, jnp.zeros_like(a), size)
+        polished, lo = polish(op, sig, a, before[2], size)
+        after = compensated_certificate(op, sig, polished, lo, size)
         better = after[0].certificate.relative_gap <= before[0].certificate.relative_gap
         chosen = jax.tree_util.tree_map(
-            lambda u, v: jnp.where(better, v, u), (a, before), (polished, after)
+            lambda u, v: jnp.where(better, v, u), (a, before[:2]), (polished, after[:2])
         )
         return chosen[0], chosen[1][0], chosen[1][1]
 
@@ -311,13 +305,13 @@ def _final_certificate(op, sigs, codes):
     return jax.tree_util.tree_map(lambda v: v.reshape((rounds * batch,) + v.shape[2:])[:n], out)
 
 
-def _solve_all(solver, op, sigs, init, tol, max_steps):
+def _solve_all(solver, op, sigs, init, tol, max_steps, polished=True):
     """Every signal through `_solve_in_chunks` (chunks of `chunk_size`), then the final
     certificate of every signal."""
     n, k = init.shape
     size = chunk_size(n, k)
     codes, steps, early = _solve_in_chunks(solver, op, sigs, init, tol, max_steps, size)
-    codes, bound, g = _final_certificate(op, sigs, codes)
+    codes, bound, g = _final_certificate(op, sigs, codes, polished)
     cert = bound.certificate
     kkt = kkt_residual(codes, g, sigs.lam, op.atom_mask)
     converged = cert.relative_gap <= tol
@@ -362,7 +356,9 @@ def _denormalise(result: CodingResult, e) -> CodingResult:
 
 
 @eqx.filter_jit
-def _sparse_code(X, D, lam, init, atom_mask, tol, max_steps, solver, matmul_dtype=None):
+def _sparse_code(
+    X, D, lam, init, atom_mask, tol, max_steps, solver, matmul_dtype=None, polished=True
+):
     X, lam, init, e = _normalise(X, lam, init)
     use_gram = solver.needs_gram or D.shape[0] <= 2 * D.shape[1]
     # Mixed precision: working-dtype products at full precision (no TF32 or one-pass bfloat16 on
@@ -373,7 +369,7 @@ def _sparse_code(X, D, lam, init, atom_mask, tol, max_steps, solver, matmul_dtyp
         sigs = signals(X, op, lam)
         init = jax.vmap(op.project)(init)
         codes, cert, kkt, converged, steps, stalled = _solve_all(
-            solver, op, sigs, init, tol, max_steps
+            solver, op, sigs, init, tol, max_steps, polished
         )
     return _denormalise(coding_result(codes, cert, kkt, converged, steps, stalled), e)
 
@@ -450,19 +446,32 @@ def sparse_code(
     return unbatch(result) if single else result
 
 
-def solve(X, D, lam, init, atom_mask, tol, max_steps, solver, matmul_dtype=None) -> CodingResult:
+def solve(
+    X, D, lam, init, atom_mask, tol, max_steps, solver, matmul_dtype=None, polished=True
+) -> CodingResult:
     """The coding kernel on validated arrays: the seam between public entries and internal code.
 
     `X` (n, d), `D` (k, d), `lam` (n,), `init` (n, k) nonnegative, `atom_mask` (k,) or None, `tol`
     and `max_steps` scalar arrays, `solver` an instance, `matmul_dtype` None or a narrower dtype
-    (as returned by `check_matmul_dtype`). Nothing is checked here: [`sparse_code`][] validates
-    once and calls this; learners, sweeps, certify and the wide limit call it on arrays they have
-    validated themselves. The codes carry exact derivatives (implicit differentiation).
+    (as returned by `check_matmul_dtype`); `polished=False` skips the float32 polish and
+    compensated certificate (`_final_certificate`). Nothing is checked here:
+    [`sparse_code`][] validates once and calls this; learners, sweeps, certify and the wide
+    limit call it on arrays they have validated themselves. The codes carry exact derivatives
+    (implicit differentiation).
     """
     # The loop sees no derivatives; the codes get exact ones by implicit differentiation.
     sg = jax.lax.stop_gradient
     result = _sparse_code(
-        sg(X), sg(D), sg(lam), sg(init), atom_mask, sg(tol), max_steps, solver, matmul_dtype
+        sg(X),
+        sg(D),
+        sg(lam),
+        sg(init),
+        atom_mask,
+        sg(tol),
+        max_steps,
+        solver,
+        matmul_dtype,
+        polished,
     )
     return eqx.tree_at(lambda r: r.codes, result, implicit_codes(result.codes, X, D, lam))
 

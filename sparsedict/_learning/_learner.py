@@ -54,6 +54,7 @@ class AtomLearner(AbstractLearner):
             max_steps=self.code_max_steps,
             init=init,
             atom_mask=mask,
+            polished=False,  # the codes only: no compensated float32 certificate
         )
         return jax.lax.stop_gradient(coded.codes)
 
