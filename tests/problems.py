@@ -55,3 +55,11 @@ def reference_gap(X, D, A, lam, atom_mask=None):
     primal = lasso_objective(X, D, A, lam)
     dual = 0.5 * np.sum(X * X, 1) - 0.5 * np.sum((X - theta) ** 2, 1)
     return primal - dual, primal
+
+
+def optimum_lower_bound(X, D, lam):
+    """A float64 lower bound on each signal's optimal value: P(b) - gap(b) at scikit-learn's
+    codes b (`reference_codes`), with the canonical gap of THEORY section 1."""
+    ref = reference_codes(np.asarray(X, np.float64), np.asarray(D, np.float64), lam)
+    gap, primal = reference_gap(X, D, ref, lam)
+    return primal - gap
