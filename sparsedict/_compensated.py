@@ -43,36 +43,46 @@ def split(a: Float[Array, "*shape"]):
 
 
 def combination(
-    start: Float[Array, " *shape"], A: Float[Array, " m *shape"], b: Float[Array, " m"]
+    start: Float[Array, " *shape"],
+    A: Float[Array, " m *shape"],
+    b: Float[Array, " m"],
+    b_lo: Float[Array, " m"] | None = None,
+    count=None,
 ):
-    r"""$v = \text{start} + \sum_j b_j A_j$ in compensated float32 arithmetic, as `(hi, lo, bound)`
-    with $|v - (hi + lo)| \le$ `bound` entrywise.
+    r"""$v = \text{start} + \sum_{j < \text{count}} (b_j + b^{lo}_j) A_j$ in compensated float32
+    arithmetic, as `(hi, lo, bound)` with $|v - (hi + lo)| \le$ `bound` entrywise.
 
     Each product $b_j A_j$ is written exactly as the four products of the parts of `split`; the
     leading products are accumulated with TwoSum in one sum, the two middle ones in another
-    (exactly, with their errors kept), and the errors and the last products are summed plainly.
-    One pass per $j$ over arrays of the shape of `start` (a loop, so nothing of size
-    $m \times$ `shape` is formed besides `A`), and every product exact, so a fused multiply-add
-    cannot change a result.
+    (exactly, with their errors kept), and the errors, the last products and the small terms
+    $b^{lo}_j A_j$ (a coefficient's low part in twice the precision, of order $u b_j$) are summed
+    plainly. One pass per $j$ over arrays of the shape of `start` (a loop, so nothing of size
+    $m \times$ `shape` is formed besides `A`), for the first `count` rows only (a traced bound;
+    default all $m$). The exact products leave nothing for a fused multiply-add to change.
     """
     A_hi, A_lo = split(A)
-    b_hi, b_lo = split(b)
+    b_hi, b_lo_part = split(b)
+    small = jnp.zeros_like(b) if b_lo is None else b_lo
     zero = jnp.zeros_like(start)
 
     def add(j, carry):
         s, t, c, mag = carry
         s, e1 = two_sum(s, A_hi[j] * b_hi[j])
-        t, e2 = two_sum(t, A_hi[j] * b_lo[j])
+        t, e2 = two_sum(t, A_hi[j] * b_lo_part[j])
         t, e3 = two_sum(t, A_lo[j] * b_hi[j])
-        last = A_lo[j] * b_lo[j]
-        c = c + ((e1 + e2) + (e3 + last))
-        mag = mag + ((jnp.abs(e1) + jnp.abs(e2)) + (jnp.abs(e3) + jnp.abs(last)))
+        last = A_lo[j] * b_lo_part[j]
+        tail = A[j] * small[j]  # rounded: u |tail|, counted with the plain sum's terms
+        c = c + ((e1 + e2) + (e3 + last) + tail)
+        mag = mag + ((jnp.abs(e1) + jnp.abs(e2)) + (jnp.abs(e3) + jnp.abs(last)) + jnp.abs(tail))
         return s, t, c, mag
 
-    s, t, c, mag = jax.lax.fori_loop(0, A.shape[0], add, (start, zero, zero, zero))
+    m = A.shape[0]
+    s, t, c, mag = jax.lax.fori_loop(
+        0, m if count is None else count, add, (start, zero, zero, zero)
+    )
     hi, e = two_sum(s, t)
     lo = c + e
-    g = gamma(4 * A.shape[0] + 2, start.dtype)
+    g = gamma(5 * m + 2, start.dtype)
     # underflowing products (flushed to zero on some backends) add at most 2^-125 each
-    tiny = jnp.asarray(4 * A.shape[0] * 2.0**-125, start.dtype)
+    tiny = jnp.asarray(5 * m * 2.0**-125, start.dtype)
     return hi, lo, (g * (mag + jnp.abs(c) + jnp.abs(e)) + tiny) * (1.0 + g) ** 2

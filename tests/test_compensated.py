@@ -32,16 +32,21 @@ def test_two_sum_and_split_are_exact():
         np.testing.assert_array_equal(np.ldexp(mant, 12), np.round(np.ldexp(mant, 12)))
 
 
-@pytest.mark.parametrize(("m", "d"), [(1, 5), (64, 64), (257, 256)])
-def test_combination_is_as_accurate_as_its_bound(m, d):
-    rng = np.random.default_rng(m)
+@pytest.mark.parametrize(
+    ("m", "d", "used"), [(1, 5, 1), (64, 64, 64), (257, 256, 257), (64, 32, 9)]
+)
+def test_combination_is_as_accurate_as_its_bound(m, d, used):
+    rng = np.random.default_rng(m + used)
     start = _wide_range(rng, d)
     A = rng.standard_normal((m, d)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
-    hi, lo, bound = map(np.asarray, jax.jit(combination)(start, A, b))
+    # low parts of the coefficients in twice the precision, as the polished codes carry them
+    b_lo = (b * np.finfo(np.float32).eps * rng.uniform(-0.5, 0.5, m)).astype(np.float32)
+    hi, lo, bound = map(np.asarray, jax.jit(combination)(start, A, b, b_lo, used))
     for i in range(0, d, max(1, d // 24)):
         exact = Fraction(float(start[i])) + sum(
-            Fraction(float(A[j, i])) * Fraction(float(b[j])) for j in range(m)
+            Fraction(float(A[j, i])) * (Fraction(float(b[j])) + Fraction(float(b_lo[j])))
+            for j in range(used)
         )
         err = abs(exact - Fraction(float(hi[i])) - Fraction(float(lo[i])))
         assert err <= Fraction(float(bound[i]))

@@ -65,12 +65,14 @@ def _residual(
     with jax.default_matmul_precision("highest"):
         rest_rec = op.reconstruct(rest)
     rest_error = op.reconstruction_error(rest, jnp.zeros((), work))
-    # x - sum_j (coef_j + coef_lo_j) d_j - rest_rec: the plain part enters as one exact term
-    r_hi, r_lo, bound = combination(
-        sig.x,
-        jnp.concatenate([rows, rows, rest_rec[None]]),
-        jnp.concatenate([-coef, -coef_lo, -jnp.ones(1, work)]),
-    )
+    # x - rest_rec - sum_j (coef_j + coef_lo_j) d_j, the used rows first (the support leads
+    # `idx`), so the loop stops after the last used row; the plain part is one more exact term
+    order = jnp.argsort(~use, stable=True)
+    count = jnp.sum(use) + 1
+    A = jnp.concatenate([rest_rec[None], rows[order]])
+    coefs = jnp.concatenate([-jnp.ones(1, work), -coef[order]])
+    coefs_lo = jnp.concatenate([jnp.zeros(1, work), -coef_lo[order]])
+    r_hi, r_lo, bound = combination(sig.x, A, coefs, coefs_lo, count)
     return r_hi, r_lo, jnp.sum(bound) * (1.0 + gamma(r_hi.shape[-1], work)) + rest_error
 
 
