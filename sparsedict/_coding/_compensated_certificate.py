@@ -25,6 +25,8 @@ on `size` gathered atoms per signal:
   driver keeps whichever of the codes before and after has the lower certified gap.
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
@@ -92,12 +94,76 @@ def _correlations(rows, r_hi, r_lo, eps):
     return hi, tail, bound * (1.0 + 8 * u)
 
 
+class CompensatedTerms(NamedTuple):
+    r"""The residual $\tilde r = x - \tilde aD$ of refined codes as `r_hi + r_lo` (error at most
+    `eps`), and the correlations $\tilde g_k = d_k\cdot\tilde r$ of the gathered atoms `idx`
+    (those with `chosen`) as `hi + tail` (error at most `beta`)."""
+
+    idx: Int[Array, " m"]
+    chosen: Bool[Array, " m"]
+    r_hi: Float[Array, " d"]
+    r_lo: Float[Array, " d"]
+    eps: Float[Array, ""]
+    hi: Float[Array, " m"]
+    tail: Float[Array, " m"]
+    beta: Float[Array, " m"]
+
+
+def compensated_terms(
+    op: DictionaryOperator, sig: Signal, a: Float[Array, " k"], size: int
+) -> CompensatedTerms:
+    r"""`CompensatedTerms` of the codes `a`: the support and the atoms nearest the dual constraint
+    by their plain bound, `size` in all, gathered and computed in compensated arithmetic."""
+    _, g, _, g_error = op.residual_and_correlations(sig, a)
+    priority = jnp.where(a > 0, jnp.inf, g + g_error - sig.lam)
+    if op.atom_mask is not None:
+        priority = jnp.where(op.atom_mask, priority, -jnp.inf)
+    # every gathered atom gets compensated correlations (they cost the same for all `size`):
+    # the support first, then the atoms closest to the dual constraint, which a polish step
+    # may push over it
+    top, idx = jax.lax.top_k(priority, size)
+    chosen = top > -jnp.inf
+    use = chosen & (a[idx] > 0)
+    r_hi, r_lo, eps = _residual(op, sig, a, jnp.zeros_like(a), idx, use)
+    hi, tail, beta = _correlations(op.D[idx].astype(sig.x.dtype), r_hi, r_lo, eps)
+    return CompensatedTerms(idx, chosen, r_hi, r_lo, eps, hi, tail, beta)
+
+
+def moved(
+    op: DictionaryOperator,
+    terms: CompensatedTerms,
+    delta: Float[Array, " p"],
+    rows: Float[Array, "p d"],
+) -> CompensatedTerms:
+    r"""The terms of $\tilde a + \Delta$, $\Delta$ = `delta` on the atoms of `rows`: the change
+    $v = \Delta D$ is small next to $\tilde r$ (a polish step), so $\tilde r - v$ and
+    $\tilde g_k - d_k\cdot v$ move only the low parts, in plain arithmetic, and their rounding
+    is added to the bounds."""
+    work = terms.r_hi.dtype
+    u = float(jnp.finfo(work).eps) / 2
+    d = terms.r_hi.shape[-1]
+    inflate = 1.0 + gamma(d + 2, work)
+    with jax.default_matmul_precision("highest"):
+        v = delta @ rows
+        row_norms = jnp.sqrt(jnp.sum(rows * rows, axis=-1)) * inflate
+        v_error = gamma(delta.shape[0] + 1, work) * (jnp.abs(delta) @ row_norms)  # ||v^ - v||
+        r_lo = terms.r_lo - v
+        gathered = op.D[terms.idx].astype(work)
+        w = gathered @ v
+    norms = jnp.sqrt(jnp.sum(gathered * gathered, axis=-1)) * inflate
+    v_norm = jnp.sqrt(v @ v) * inflate
+    eps = (terms.eps + v_error + u * jnp.sqrt(r_lo @ r_lo) * inflate) * (1.0 + 4 * u)
+    tail = terms.tail - w
+    beta = terms.beta + norms * (v_error + gamma(d, work) * v_norm) + u * jnp.abs(tail)
+    return terms._replace(r_lo=r_lo, eps=eps, tail=tail, beta=beta * (1.0 + 4 * u))
+
+
 def compensated_certificate(
     op: DictionaryOperator,
     sig: Signal,
     a: Float[Array, " k"],
     a_lo: Float[Array, " k"],
-    size: int,
+    terms: CompensatedTerms,
 ) -> tuple[CertificateBound, Array, Array]:
     r"""A rigorous bound on the duality gap of the codes `a` (never below their exact gap), at
     the dual point of the refined codes $\tilde a = a + a_{lo}$.
@@ -129,15 +195,9 @@ def compensated_certificate(
     nnz = jnp.sum(a != 0)
     shift = jnp.sum(jnp.abs(a_lo) * norms) * (1.0 + gamma(nnz + 2, work))  # >= ||a_lo D||
     g_error = g_error + norms * shift  # plain g of a, against g~ of a + a_lo
-    priority = jnp.where(a > 0, jnp.inf, g + g_error - lam)
-    if op.atom_mask is not None:
-        priority = jnp.where(op.atom_mask, priority, -jnp.inf)
-    top, idx = jax.lax.top_k(priority, size)
-    chosen = top > 0
-    use = chosen & (a[idx] > 0)
-    r_hi, r_lo, eps = _residual(op, sig, a, jnp.where(a > 0, a_lo, 0.0), idx, use)
-    rows = op.D[idx].astype(work)
-    hi, tail, beta = _correlations(rows, r_hi, r_lo, eps)
+    idx, chosen = terms.idx, terms.chosen
+    r_hi, r_lo, eps = terms.r_hi, terms.r_lo, terms.eps
+    hi, tail, beta = terms.hi, terms.tail, terms.beta
 
     # excess_k ~ g~_k - lam and w_k >= |g~_k - lam - excess_k| (its rounding included)
     plain_excess = g - lam
@@ -190,9 +250,10 @@ def polish(
     r"""One Newton step on the support $S$ of `a` and the atoms whose `excess` is positive,
     $a_S \leftarrow \max(0, a_S + G_{SS}^{-1}(g_S - \lambda))$, from the excesses $g - \lambda$
     of `compensated_certificate` (compensated on $S$): an exchange step of the active set in
-    compensated arithmetic. Returns the float32 codes and their rounding error `lo` (the step
-    computed in twice the precision is `codes + lo`); codes whose new support does not fit
-    `size` are returned unchanged, with `lo = 0`."""
+    compensated arithmetic. Returns the float32 codes, their rounding error `lo` (the step
+    computed in twice the precision is `codes + lo`), and the change of the refined codes with
+    the gathered atoms it is on (for `moved`); codes whose new support does not fit `size` are
+    returned unchanged, with `lo = 0` and no change."""
     k = a.shape[0]
     work = sig.x.dtype
     support = (a > 0) | (excess > 0)
@@ -219,4 +280,6 @@ def polish(
     ok = fits & jnp.all(jnp.isfinite(polished)) & jnp.all(jnp.isfinite(polished_lo))
     if op.atom_mask is not None:
         ok = ok & ~jnp.any((polished > 0) & ~op.atom_mask)
-    return jnp.where(ok, polished, a), jnp.where(ok, polished_lo, 0.0)
+    # the change of the refined codes: a + step = new + new_lo exactly where kept
+    delta = jnp.where(ok & valid, jnp.where(keep, step, -a[safe]), 0.0)
+    return jnp.where(ok, polished, a), jnp.where(ok, polished_lo, 0.0), delta, rows

@@ -31,7 +31,13 @@ from .. import _validation as check
 from .._objective import kkt_residual
 from ._active_set import ActiveSet
 from ._base import AbstractCodingSolver
-from ._compensated_certificate import compensated_certificate, compensated_size, polish
+from ._compensated_certificate import (
+    compensated_certificate,
+    compensated_size,
+    compensated_terms,
+    moved,
+    polish,
+)
 from ._coordinate_descent import CoordinateDescent
 from ._fista import FISTA
 from ._implicit import implicit_codes
@@ -283,9 +289,10 @@ def _final_certificate(op, sigs, codes, polished=True):
 
     def one(args):
         sig, a = args
-        before = compensated_certificate(op, sig, a, jnp.zeros_like(a), size)
-        polished, lo = polish(op, sig, a, before[2], size)
-        after = compensated_certificate(op, sig, polished, lo, size)
+        terms = compensated_terms(op, sig, a, size)
+        before = compensated_certificate(op, sig, a, jnp.zeros_like(a), terms)
+        polished, lo, delta, rows = polish(op, sig, a, before[2], size)
+        after = compensated_certificate(op, sig, polished, lo, moved(op, terms, delta, rows))
         better = after[0].certificate.relative_gap <= before[0].certificate.relative_gap
         chosen = jax.tree_util.tree_map(
             lambda u, v: jnp.where(better, v, u), (a, before[:2]), (polished, after[:2])
