@@ -1,11 +1,11 @@
 r"""The compiled programs of one width bucket, compiled ahead of time with their memory predicted.
 
 A bucket runs `m` members (width $w \le W$, seed, $\lambda$) of one learner, vmapped and padded
-to the bucket width $W$ with an atom mask. Its programs (initialisation, a training chunk, the
-per-chunk stopping test, the final summary) are lowered from shapes alone and compiled once; the
-compiler's memory analysis (arguments + outputs + temporaries - donated buffers, per device)
-predicts the peak before anything runs, and the same executables then run every group of members
-of the bucket.
+to the bucket width $W$ with an atom mask. Its three programs (initialisation, a training chunk,
+and the summary, which is also the per-chunk stopping test) are lowered from shapes alone and
+compiled once; the compiler's memory analysis (arguments + outputs + temporaries - donated
+buffers, per device) predicts the peak before anything runs, and the same executables then run
+every group of members of the bucket.
 """
 
 import collections
@@ -18,7 +18,8 @@ from jax.sharding import PartitionSpec as P
 from .._coding._codes import solve_codes
 from .._learning._alternating import AlternatingState
 from .._learning._chunks import scan_full_data, scan_minibatches
-from ..optimality._residuals import report
+from ..optimality._residuals import report as optimality_report
+from ..optimality._second_order import block_ratio
 from ._layout import Layout
 
 # Traces of the training-chunk programs (a test checks: one per bucket, never one per member).
@@ -45,8 +46,11 @@ def over_members(fn, member_batch, *xs):
 
     `member_batch` members are vmapped together and the batches run one after another
     (`lax.map`), so a CPU can train members one at a time (the working set of one member, as a
-    loop over widths would) while an accelerator trains all of them at once.
+    loop over widths would) while an accelerator trains all of them at once. One at a time, `fn`
+    is not vmapped (a `lax.map` batch of one is), so a `lax.cond` in it skips the untaken branch.
     """
+    if member_batch == 1:
+        return jax.lax.map(lambda y: fn(*y), xs)
     return jax.lax.map(lambda y: fn(*y), xs, batch_size=member_batch)
 
 
@@ -72,6 +76,20 @@ def _unless_frozen(train):
         return jax.lax.cond(frozen, keep, train, lam, state)
 
     return step
+
+
+def _unless_skipped(fn):
+    """`fn(lam, state)`, or its outputs missing (`_missing`) for a member in `skip` (as
+    `_unless_frozen`: skipped one at a time, computed and dropped when vmapped)."""
+    fn = jax.jit(fn)
+
+    def run(lam, state, skip):
+        def missing(lam, state):
+            return jax.tree_util.tree_map(_missing, jax.eval_shape(fn, lam, state))
+
+        return jax.lax.cond(skip, missing, fn, lam, state)
+
+    return run
 
 
 def full_data_chunk(learner, X, lams, tol, states, frozen, length, member_batch):
@@ -107,25 +125,39 @@ def _exact_codes(X, lam, tol, state):
     )
 
 
-def _report(X, lam, state, codes, second_order):
+def _block_ratios(X, lam, state, codes):
+    """The block test's ratio of every atom (THEORY 4.1; 0 on masked and unused atoms)."""
+    R = X - codes @ state.D
     weights = jnp.ones(X.shape[0], X.dtype)
-    return report(X, state.D, codes, lam, weights, state.atom_mask, second_order)
+    scale = jnp.max(jnp.linalg.norm(X, axis=-1))
+    ratio = jax.vmap(block_ratio, in_axes=(0, 1, None, None, None, None))(
+        state.D, codes, R, lam, weights, scale
+    )
+    return jnp.max(jnp.where(state.atom_mask, ratio, 0.0))
 
 
-def member_summary(X, lam, tol, state):
+def member_summary(X, lam, tol, state, second_order):
+    """A member's row: exact codes of its dictionary, its objective and certified residuals.
+
+    The per-chunk stopping test and the final summary are this one program (one compiled copy
+    of the code solve); `second_order` (a traced bool) adds the block test, NaN without it.
+    """
     coded = _exact_codes(X, lam, tol, state)
     A = coded.codes
-    report = _report(X, lam, state, A, second_order=True)
+    weights = jnp.ones(X.shape[0], X.dtype)
+    report = optimality_report(X, state.D, A, lam, weights, state.atom_mask, False)
     R = X - A @ state.D
     centred = X - jnp.mean(X, axis=0, keepdims=True)
-    block = report.atoms.block_ratio
+    no_test = jnp.full((), jnp.nan, X.dtype)
     return dict(
         objective=report.objective,
         mean_l0=jnp.mean(jnp.sum(A > 0, axis=-1).astype(X.dtype)),
         dead_atoms=jnp.sum(report.atoms.dead),
         explained_variance=1.0 - jnp.sum(R * R) / jnp.sum(centred * centred),
         max_relative_constraint=jnp.max(report.atoms.relative_constraint),
-        max_block_ratio=jnp.max(jnp.where(report.atoms.masked, 0.0, block)),
+        max_block_ratio=jax.lax.cond(
+            second_order, lambda: _block_ratios(X, lam, state, A), lambda: no_test
+        ),
         free_atom_ratio=report.free_atom.ratio,
         max_relative_gap=jnp.max(coded.relative_gap),
         stationarity=report.stationary_residual,
@@ -135,23 +167,14 @@ def member_summary(X, lam, tol, state):
     )
 
 
-def member_stationarity(X, lam, tol, state):
-    """The first-order certified residual alone (cheap: the per-chunk stopping test)."""
-    coded = _exact_codes(X, lam, tol, state)
-    return _report(X, lam, state, coded.codes, second_order=False).stationary_residual
+def bucket_summary(X, lams, tol, states, skip, second_order, member_batch):
+    """Every member's `member_summary`; members in `skip` (certified, frozen) get missing rows."""
 
+    def summarise(lam, state):
+        return member_summary(X, lam, tol, state, second_order)
 
-def bucket_summary(X, lams, tol, states, member_batch):
-    return over_members(
-        lambda lam, state: member_summary(X, lam, tol, state), member_batch, lams, states
-    )
-
-
-def bucket_stationarity(X, lams, tol, states, member_batch):
-    def run(lam, state):
-        return member_stationarity(X, lam, tol, state)
-
-    return over_members(run, member_batch, lams, states)
+    summarise = _unless_skipped(summarise)
+    return over_members(summarise, member_batch, lams, states, skip)
 
 
 def _bytes(compiled) -> int:
@@ -168,11 +191,14 @@ def _bytes(compiled) -> int:
 
 
 class BucketPrograms(NamedTuple):
-    """Compiled programs of one bucket for `members` members per group, and their peak bytes."""
+    """Compiled programs of one bucket for `members` members per group, and their peak bytes.
+
+    `summary(X, lams, tol, states, skip, second_order)` is both the per-chunk stopping test
+    (`second_order=False`, certified members skipped) and the final summary.
+    """
 
     init: object
     chunk: object
-    stationarity: object | None
     summary: object
     peak_bytes: dict
     members: int
@@ -214,7 +240,6 @@ def compile_bucket(
     batch_shape,
     chunk_size,
     dtype,
-    with_stationarity,
     member_batch,
 ) -> BucketPrograms:
     """Lower and compile every program of a bucket from shapes; nothing is run.
@@ -273,23 +298,12 @@ def compile_bucket(
         donate_argnums=states_at,
     )
     chunk = chunk.lower(*args).compile()
-    specs = ((P(), P("members"), P(), P("members")), P("members"))
+    specs = ((P(), P("members"), P(), P("members"), P("members"), P()), P("members"))
 
-    def summarise(X, lams, tol, states):
-        return bucket_summary(X, lams, tol, states, member_batch)
-
-    def stationary(X, lams, tol, states):
-        return bucket_stationarity(X, lams, tol, states, member_batch)
+    def summarise(X, lams, tol, states, skip, second_order):
+        return bucket_summary(X, lams, tol, states, skip, second_order, member_batch)
 
     summary = jax.jit(local(summarise, *specs), out_shardings=by_member)
-    summary = summary.lower(x_eval, lams, tol, states).compile()
-    stationarity = None
-    if with_stationarity:
-        run = local(stationary, *specs)
-        stationarity = (
-            jax.jit(run, out_shardings=by_member).lower(x_eval, lams, tol, states).compile()
-        )
+    summary = summary.lower(x_eval, lams, tol, states, frozen, spec((), jnp.bool_)).compile()
     peak = {"init": _bytes(init), "chunk": _bytes(chunk), "summary": _bytes(summary)}
-    if stationarity is not None:
-        peak["stationarity"] = _bytes(stationarity)
-    return BucketPrograms(init, chunk, stationarity, summary, peak, m)
+    return BucketPrograms(init, chunk, summary, peak, m)
