@@ -8,6 +8,7 @@ import equinox as eqx
 import jax
 
 from .._coding._codes import solve_codes
+from .._coding._result import CodingResult
 from .._dictionary import revive_dead_atoms, update_atoms
 
 
@@ -43,9 +44,9 @@ class AtomLearner(AbstractLearner):
     atom_sweeps: int = 1
     revive: bool = True
 
-    def exact_codes(self, X, D, lam, tol, mask, init=None):
-        """Codes of `X` (no derivatives flow into the learner's updates)."""
-        coded = solve_codes(
+    def solve_codes(self, X, D, lam, tol, mask, init=None) -> CodingResult:
+        """The code solve of a step (codes and their certificates)."""
+        return solve_codes(
             X,
             D,
             lam,
@@ -55,7 +56,10 @@ class AtomLearner(AbstractLearner):
             init=init,
             atom_mask=mask,
         )
-        return jax.lax.stop_gradient(coded.codes)
+
+    def exact_codes(self, X, D, lam, tol, mask, init=None):
+        """Codes of `X` (no derivatives flow into the learner's updates)."""
+        return jax.lax.stop_gradient(self.solve_codes(X, D, lam, tol, mask, init).codes)
 
     def update_dictionary(self, D, X, A, AtA, AtX, usage, lam, mask):
         """Revive unused atoms (`usage <= 0`) on `X`'s largest residuals, then update the atoms."""
