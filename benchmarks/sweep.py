@@ -190,9 +190,9 @@ def main(argv=None):
         f"speedup {result['speedup']:.2f}x; padding overhead {result['padding_overhead']:.2f}x "
         f"atom-steps; "
         f"largest objective difference between the two {agree:.1e}",
-        "(sweep compiles: one training program per bucket; each side also compiles its "
-        "initialisation "
-        "and final-report programs)",
+        "(compiles: the sweep's training program per bucket, which also gives its final report,"
+        " and the loop's training program per width; each side also compiles its initialisation,"
+        " and the loop its final-report programs)",
     ]
     print("\n".join(lines))
     if not args.quick:

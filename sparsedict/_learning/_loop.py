@@ -96,6 +96,8 @@ def _run(
         # (over the members still training: those a sweep froze report a NaN objective)
         latest = StepInfo(*(np.asarray(v[-1]) for v in history))
         training = ~np.isnan(latest.objective)
+        if not np.any(training):  # a sweep's last chunk may only test its (certified) members
+            training = np.ones_like(training)
         last = StepInfo(*(float(np.mean(v[training])) for v in latest))
         last = last._replace(objective=float(np.ldexp(last.objective, 2 * scale)))
         worst_grad = float(np.ldexp(np.max(latest.grad_norm[training]), 2 * scale))

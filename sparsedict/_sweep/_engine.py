@@ -133,7 +133,6 @@ def compile_programs(data, spec, padded_width, members, member_batch):
         spec.solver,
         spec.chunk_size,
         spec.batch_size,
-        spec.stationarity_tol > 0,
         data.d,
         str(data.dtype),
         data.eval_rows,
@@ -169,7 +168,6 @@ def _compile_programs(data, spec, padded_width, members, member_batch):
         batch_shape=batch_shape,
         chunk_size=spec.chunk_size,
         dtype=data.dtype,
-        with_stationarity=spec.stationarity_tol > 0,
         member_batch=member_batch,
     )
 
@@ -226,31 +224,51 @@ def run_group(
     X_eval = data.rows(data.eval_rows)
     states = programs.init(X_eval, D0, widths)
 
-    # Members certified at the end of a chunk are frozen: they keep their state (and their step
-    # count) while the others train, so a member stops where it would stop trained alone.
+    # The chunk program tests every member before training it (the exact codes of its dictionary,
+    # which the alternating learner's first step then uses): a certified member stops there and
+    # stays frozen, keeping its state and step count, so it stops where it would stop trained
+    # alone while the others train on; its stationarity is not tested again.
     certified = np.zeros(programs.members, bool)
+    residuals = np.full(programs.members, np.nan)
+    stop_tol = jnp.asarray(max(spec.stationarity_tol, 0.0), data.dtype)
 
-    def frozen():
-        return global_array(certified, by_member)
+    def controls(frozen, train, second_order):
+        return _programs.Controls(
+            frozen=global_array(frozen, by_member),
+            train=np.bool_(train),
+            second_order=np.bool_(second_order),
+            stop_tol=stop_tol,
+        )
 
     if spec.learner == "alternating":
 
-        def chunk(states):
-            return programs.chunk(X_eval, lams, tol, states, frozen())
+        def run_chunk(states, ctl):
+            return programs.chunk(X_eval, lams, tol, states, ctl)
     else:
 
-        def chunk(states):
-            step = int(np.max(to_host(states.step)))  # the members still training
-            batches = data.batches(step, spec.chunk_size)
-            return programs.chunk(lams, tol, states, frozen(), batches)
+        def run_chunk(states, ctl):
+            shape = (spec.chunk_size, spec.batch_size, data.d)
+            if ctl.train:
+                step = int(np.max(to_host(states.step)))  # the members still training
+                batches = data.batches(step, spec.chunk_size)
+            else:  # (rows only: no minibatch is read)
+                batches = global_array(
+                    np.zeros(shape, data.dtype), data.layout.sharding(None, "data")
+                )
+            return programs.chunk(X_eval, lams, tol, states, ctl, batches)
+
+    def chunk(states):
+        states, infos, rows, stopped = run_chunk(states, controls(certified, True, False))
+        tested = to_host(rows["stationarity"])
+        residuals[:] = np.where(certified, residuals, tested)
+        certified[:] = to_host(stopped)
+        return states, infos
 
     def certify(states):
-        if programs.stationarity is None:  # no early stop asked: skip the per-chunk certificate
-            return False, label
-        residuals = to_host(programs.stationarity(X_eval, lams, tol, states))
-        certified[:] = residuals <= spec.stationarity_tol
+        del states  # tested by the chunk program, at the start of each chunk
         worst = float(np.max(residuals[:m]))
-        return worst <= spec.stationarity_tol, f"{label} worst stationarity={worst:.2e}"
+        done = bool(np.all(certified[:m]))
+        return done, f"{label} worst stationarity at the chunk's start={worst:.2e}"
 
     shardings = jax.tree_util.tree_map(lambda a: a.sharding, states)
 
@@ -275,7 +293,8 @@ def run_group(
         run=run,
         scale=data.exponent,
     )
-    summary = to_host(programs.summary(X_eval, lams, tol, states))
+    states, _, summary, _ = run_chunk(states, controls(np.zeros_like(certified), False, True))
+    summary = to_host(summary)
     D, steps = to_host((states.D, states.step))
     per_atom = np.asarray(summary.pop("atom_relative_constraint"))[:m]
     # back at the data's scale (exact): the objective scales as 4^e, the rest is scale-free

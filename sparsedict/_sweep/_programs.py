@@ -1,11 +1,11 @@
 r"""The compiled programs of one width bucket, compiled ahead of time with their memory predicted.
 
 A bucket runs `m` members (width $w \le W$, seed, $\lambda$) of one learner, vmapped and padded
-to the bucket width $W$ with an atom mask. Its programs (initialisation, a training chunk, the
-per-chunk stopping test, the final summary) are lowered from shapes alone and compiled once; the
-compiler's memory analysis (arguments + outputs + temporaries - donated buffers, per device)
-predicts the peak before anything runs, and the same executables then run every group of members
-of the bucket.
+to the bucket width $W$ with an atom mask. Its two programs (initialisation, and a training chunk
+that starts with the members' stopping test and also gives the final summary) are lowered from
+shapes alone and compiled once; the compiler's memory analysis (arguments + outputs + temporaries
+- donated buffers, per device) predicts the peak before anything runs, and the same executables
+then run every group of members of the bucket.
 """
 
 import collections
@@ -14,11 +14,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
+from jaxtyping import Array, Bool, Float
 
 from .._coding._codes import solve_codes
-from .._learning._alternating import AlternatingState
-from .._learning._chunks import scan_full_data, scan_minibatches
-from ..optimality._residuals import report
+from .._learning._chunks import scan_minibatches
+from ..optimality._residuals import report as optimality_report
+from ..optimality._second_order import block_ratio
 from ._layout import Layout
 
 # Traces of the training-chunk programs (a test checks: one per bucket, never one per member).
@@ -45,87 +46,56 @@ def over_members(fn, member_batch, *xs):
 
     `member_batch` members are vmapped together and the batches run one after another
     (`lax.map`), so a CPU can train members one at a time (the working set of one member, as a
-    loop over widths would) while an accelerator trains all of them at once.
+    loop over widths would) while an accelerator trains all of them at once. One at a time, `fn`
+    is not vmapped (a `lax.map` batch of one is), so a `lax.cond` in it skips the untaken branch.
     """
+    if member_batch == 1:
+        return jax.lax.map(lambda y: fn(*y), xs)
     return jax.lax.map(lambda y: fn(*y), xs, batch_size=member_batch)
 
 
 def _missing(shape):
-    """NaN (or -1 for integer fields): the infos of a member that did not train."""
-    fill = jnp.nan if jnp.issubdtype(shape.dtype, jnp.floating) else -1
-    return jnp.full(shape.shape, fill, shape.dtype)
+    """NaN (or -1 for integer fields, False for flags): what a member that did not run reports."""
+    if jnp.issubdtype(shape.dtype, jnp.floating):
+        return jnp.full(shape.shape, jnp.nan, shape.dtype)
+    if shape.dtype == jnp.bool_:
+        return jnp.zeros(shape.shape, shape.dtype)
+    return jnp.full(shape.shape, -1, shape.dtype)
 
 
-def _unless_frozen(train):
-    """`train(lam, state)` for a member that is not `frozen`; a frozen (certified) member keeps
-    its state and reports missing infos (`_missing`). Members run one at a time
-    (`member_batch=1`, CPUs) skip the work; vmapped members compute both branches and keep the
-    frozen state."""
-
-    train = jax.jit(train)  # one trace, shared by `keep`'s shapes and the branch
-
-    def step(lam, state, frozen):
-        def keep(lam, state):
-            shapes = jax.eval_shape(train, lam, state)[1]
-            return state, jax.tree_util.tree_map(_missing, shapes)
-
-        return jax.lax.cond(frozen, keep, train, lam, state)
-
-    return step
+def _missing_like(fn, *args):
+    return jax.tree_util.tree_map(_missing, jax.eval_shape(fn, *args))
 
 
-def full_data_chunk(learner, X, lams, tol, states, frozen, length, member_batch):
-    TRACES["chunk", states.D.shape[1]] += 1
-
-    def train(lam, state):
-        return scan_full_data(learner, X, lam, tol, state, length)
-
-    states, infos = over_members(_unless_frozen(train), member_batch, lams, states, frozen)
-    return states, _steps_first(infos)
-
-
-def minibatch_chunk(learner, lams, tol, states, frozen, batches, member_batch):
-    TRACES["chunk", states.D.shape[1]] += 1
-
-    def train(lam, state):
-        return scan_minibatches(learner, lam, tol, state, batches)
-
-    states, infos = over_members(_unless_frozen(train), member_batch, lams, states, frozen)
-    return states, _steps_first(infos)
-
-
-def _exact_codes(X, lam, tol, state):
-    warm = isinstance(state, AlternatingState) and state.codes.shape[0] == X.shape[0]
-    return solve_codes(
-        X,
-        state.D,
-        lam,
-        init=state.codes if warm else None,
-        atom_mask=state.atom_mask,
-        tol=tol,
-        max_steps=MAX_CODE_STEPS,
-    )
-
-
-def _report(X, lam, state, codes, second_order):
+def _block_ratios(X, lam, state, codes):
+    """The block test's ratio of every atom (THEORY 4.1; 0 on masked and unused atoms)."""
+    R = X - codes @ state.D
     weights = jnp.ones(X.shape[0], X.dtype)
-    return report(X, state.D, codes, lam, weights, state.atom_mask, second_order)
+    scale = jnp.max(jnp.linalg.norm(X, axis=-1))
+    ratio = jax.vmap(block_ratio, in_axes=(0, 1, None, None, None, None))(
+        state.D, codes, R, lam, weights, scale
+    )
+    return jnp.max(jnp.where(state.atom_mask, ratio, 0.0))
 
 
-def member_summary(X, lam, tol, state):
-    coded = _exact_codes(X, lam, tol, state)
+def member_row(X, lam, state, coded, second_order):
+    """A member's results from `coded`, the exact codes of `X` for its dictionary: objective and
+    certified residuals; `second_order` (a traced bool) adds the block test (NaN without)."""
     A = coded.codes
-    report = _report(X, lam, state, A, second_order=True)
+    weights = jnp.ones(X.shape[0], X.dtype)
+    report = optimality_report(X, state.D, A, lam, weights, state.atom_mask, False)
     R = X - A @ state.D
     centred = X - jnp.mean(X, axis=0, keepdims=True)
-    block = report.atoms.block_ratio
+    no_test = jnp.full((), jnp.nan, X.dtype)
     return dict(
         objective=report.objective,
         mean_l0=jnp.mean(jnp.sum(A > 0, axis=-1).astype(X.dtype)),
         dead_atoms=jnp.sum(report.atoms.dead),
         explained_variance=1.0 - jnp.sum(R * R) / jnp.sum(centred * centred),
         max_relative_constraint=jnp.max(report.atoms.relative_constraint),
-        max_block_ratio=jnp.max(jnp.where(report.atoms.masked, 0.0, block)),
+        max_block_ratio=jax.lax.cond(
+            second_order, lambda: _block_ratios(X, lam, state, A), lambda: no_test
+        ),
         free_atom_ratio=report.free_atom.ratio,
         max_relative_gap=jnp.max(coded.relative_gap),
         stationarity=report.stationary_residual,
@@ -135,23 +105,120 @@ def member_summary(X, lam, tol, state):
     )
 
 
-def member_stationarity(X, lam, tol, state):
-    """The first-order certified residual alone (cheap: the per-chunk stopping test)."""
-    coded = _exact_codes(X, lam, tol, state)
-    return _report(X, lam, state, coded.codes, second_order=False).stationary_residual
+def member_summary(X, lam, tol, state):
+    """A member's row with the block test, from its own code solve (for a loop over widths, the
+    baseline of `benchmarks/sweep.py`)."""
+    return member_row(X, lam, state, _eval_codes(X, lam, tol, state), jnp.bool_(True))
 
 
-def bucket_summary(X, lams, tol, states, member_batch):
-    return over_members(
-        lambda lam, state: member_summary(X, lam, tol, state), member_batch, lams, states
+def _stops(state, row, train, stop_tol):
+    """A member stops before training when only its row is asked (`train` False), or when its
+    dictionary, trained at least one step, is certified (stationarity at most `stop_tol` > 0)."""
+    certified = (stop_tol > 0) & (state.step > 0) & (row["stationarity"] <= stop_tol)
+    return ~train | certified
+
+
+class Controls(NamedTuple):
+    """A chunk's run-time switches (arrays: changing them never recompiles)."""
+
+    frozen: Bool[Array, " m"]  # members certified earlier: nothing runs for them
+    train: Bool[Array, ""]  # False: only the members' rows (the final summary)
+    second_order: Bool[Array, ""]  # the rows include the block test
+    stop_tol: Float[Array, ""]  # stationarity at which a member stops (0: never)
+
+
+def _full_data_member(learner, X, tol, length, controls):
+    """One member's chunk of a full-data learner whose step starts with the exact codes of `X`
+    (`step_from_codes`): those of the chunk's first step are also its stopping test and row, so
+    the program holds one code solve. Returns (state, infos, row, stopped)."""
+
+    def run(lam, state, frozen):
+        @jax.jit  # one trace, shared by `idle`'s shapes and the branch
+        def work(i, state):
+            coded = learner.solve_codes(X, state.D, lam, tol, state.atom_mask, init=state.codes)
+            first = i == 0
+
+            def row():
+                return member_row(X, lam, state, coded, controls.second_order)
+
+            row = jax.lax.cond(first, row, lambda: _missing_like(row))
+            stop = first & _stops(state, row, controls.train, controls.stop_tol)
+            A = jax.lax.stop_gradient(coded.codes)
+
+            def advance(state):
+                return learner.step_from_codes(X, lam, state, A)
+
+            def keep(state):
+                return state, _missing_like(advance, state)[1]
+
+            state, info = jax.lax.cond(stop, keep, advance, state)
+            return (state, stop), (info, row)
+
+        def body(carry, i):
+            state, stopped = carry
+
+            def idle(i, state):
+                return (state, stopped), _missing_like(work, i, state)[1]
+
+            return jax.lax.cond(stopped, idle, work, i, state)
+
+        (state, stopped), (infos, rows) = jax.lax.scan(body, (state, frozen), jnp.arange(length))
+        return state, infos, jax.tree_util.tree_map(lambda a: a[0], rows), stopped
+
+    return run
+
+
+def _minibatch_member(learner, X_eval, tol, batches, controls):
+    """One member's chunk of a minibatch learner: its row on `X_eval` (exact codes), then the
+    minibatch steps unless it stops. Returns (state, infos, row, stopped)."""
+
+    def run(lam, state, frozen):
+        @jax.jit  # (one trace each, shared by the shapes of the missing outputs and the branch)
+        def row(state):
+            coded = _eval_codes(X_eval, lam, tol, state)
+            return member_row(X_eval, lam, state, coded, controls.second_order)
+
+        @jax.jit
+        def train(state):
+            return scan_minibatches(learner, lam, tol, state, batches)
+
+        def no_row(state):
+            return _missing_like(row, state)
+
+        def keep(state):
+            return state, _missing_like(train, state)[1]
+
+        # no test when nothing would use it (frozen, or training with no early stop asked)
+        skip = frozen | (controls.train & ~(controls.stop_tol > 0))
+        row = jax.lax.cond(skip, no_row, row, state)
+        stop = frozen | _stops(state, row, controls.train, controls.stop_tol)
+        state, infos = jax.lax.cond(stop, keep, train, state)
+        return state, infos, row, stop
+
+    return run
+
+
+def full_data_chunk(learner, X, lams, tol, states, controls, length, member_batch):
+    TRACES["chunk", states.D.shape[1]] += 1
+    run = _full_data_member(learner, X, tol, length, controls)
+    return _over_bucket(run, member_batch, lams, states, controls)
+
+
+def minibatch_chunk(learner, X_eval, lams, tol, states, controls, batches, member_batch):
+    TRACES["chunk", states.D.shape[1]] += 1
+    run = _minibatch_member(learner, X_eval, tol, batches, controls)
+    return _over_bucket(run, member_batch, lams, states, controls)
+
+
+def _over_bucket(run, member_batch, lams, states, controls):
+    states, infos, rows, stopped = over_members(run, member_batch, lams, states, controls.frozen)
+    return states, _steps_first(infos), rows, stopped
+
+
+def _eval_codes(X, lam, tol, state):
+    return solve_codes(
+        X, state.D, lam, atom_mask=state.atom_mask, tol=tol, max_steps=MAX_CODE_STEPS
     )
-
-
-def bucket_stationarity(X, lams, tol, states, member_batch):
-    def run(lam, state):
-        return member_stationarity(X, lam, tol, state)
-
-    return over_members(run, member_batch, lams, states)
 
 
 def _bytes(compiled) -> int:
@@ -168,12 +235,16 @@ def _bytes(compiled) -> int:
 
 
 class BucketPrograms(NamedTuple):
-    """Compiled programs of one bucket for `members` members per group, and their peak bytes."""
+    """Compiled programs of one bucket for `members` members per group, and their peak bytes.
+
+    `chunk(X_eval, lams, tol, states, controls[, batches])` returns `(states, infos, rows,
+    stopped)`: each member not frozen is tested first (its row, from the exact codes of its
+    dictionary), stops there if certified (or if `controls.train` is False: the final summary),
+    and otherwise trains `chunk_size` steps.
+    """
 
     init: object
     chunk: object
-    stationarity: object | None
-    summary: object
     peak_bytes: dict
     members: int
 
@@ -214,7 +285,6 @@ def compile_bucket(
     batch_shape,
     chunk_size,
     dtype,
-    with_stationarity,
     member_batch,
 ) -> BucketPrograms:
     """Lower and compile every program of a bucket from shapes; nothing is run.
@@ -251,45 +321,33 @@ def compile_bucket(
 
     init = jax.jit(lambda X, D0, w: init_bucket(learner, X, D0, w), out_shardings=state_sh)
     init = init.lower(x_eval, D0s, widths).compile()
+    switch = spec((), jnp.bool_)
+    controls = Controls(frozen=frozen, train=switch, second_order=switch, stop_tol=tol)
+    controls_specs = Controls(P("members"), P(), P(), P())
     if batch_shape is None:
 
-        def run(X, lams, tol, states, frozen):
-            return full_data_chunk(learner, X, lams, tol, states, frozen, chunk_size, member_batch)
+        def run(X, lams, tol, states, controls):
+            return full_data_chunk(
+                learner, X, lams, tol, states, controls, chunk_size, member_batch
+            )
 
-        args, states_at = (x_eval, lams, tol, states, frozen), 3
-        in_specs = (P(), P("members"), P(), P("members"), P("members"))
+        args = (x_eval, lams, tol, states, controls)
+        in_specs = (P(), P("members"), P(), P("members"), controls_specs)
     else:
         batches = spec(batch_shape, dtype, None, "data")
 
-        def run(lams, tol, states, frozen, batches):
-            return minibatch_chunk(learner, lams, tol, states, frozen, batches, member_batch)
+        def run(X, lams, tol, states, controls, batches):
+            return minibatch_chunk(learner, X, lams, tol, states, controls, batches, member_batch)
 
-        args, states_at = (lams, tol, states, frozen, batches), 2
-        in_specs = (P("members"), P(), P("members"), P("members"), P())
+        args = (x_eval, lams, tol, states, controls, batches)
+        in_specs = (P(), P("members"), P(), P("members"), controls_specs, P())
     # members' arrays split over the devices, the data and tol replicated; the states donated
+    out_specs = (P("members"), P(None, "members"), P("members"), P("members"))
     chunk = jax.jit(
-        local(run, in_specs, (P("members"), P(None, "members"))),
-        out_shardings=(state_sh, steps_by_member),
-        donate_argnums=states_at,
+        local(run, in_specs, out_specs),
+        out_shardings=(state_sh, steps_by_member, by_member, by_member),
+        donate_argnums=3,
     )
     chunk = chunk.lower(*args).compile()
-    specs = ((P(), P("members"), P(), P("members")), P("members"))
-
-    def summarise(X, lams, tol, states):
-        return bucket_summary(X, lams, tol, states, member_batch)
-
-    def stationary(X, lams, tol, states):
-        return bucket_stationarity(X, lams, tol, states, member_batch)
-
-    summary = jax.jit(local(summarise, *specs), out_shardings=by_member)
-    summary = summary.lower(x_eval, lams, tol, states).compile()
-    stationarity = None
-    if with_stationarity:
-        run = local(stationary, *specs)
-        stationarity = (
-            jax.jit(run, out_shardings=by_member).lower(x_eval, lams, tol, states).compile()
-        )
-    peak = {"init": _bytes(init), "chunk": _bytes(chunk), "summary": _bytes(summary)}
-    if stationarity is not None:
-        peak["stationarity"] = _bytes(stationarity)
-    return BucketPrograms(init, chunk, stationarity, summary, peak, m)
+    peak = {"init": _bytes(init), "chunk": _bytes(chunk)}
+    return BucketPrograms(init, chunk, peak, m)

@@ -103,9 +103,10 @@ SINGLE_BUCKET_WORK = 2**24
 
 def auto_buckets(n: int, d: int, widths) -> str:
     """The bucket policy for data of `n` signals in `d` dimensions: `"single"` when the widest
-    member's products are small (`n * max(widths) * d <= 2^24`: then compiling the 3 or 4
-    programs of each extra bucket, about 10 s each on a 2-core CPU, costs more than padding every
-    width to the largest; the default sweep, n = 1024, d = 32, widths 4..64, took 3.8 min in one
-    bucket against 10.6 min in five, measured in one session on a loaded 2-core CPU), else
+    member's products are small (`n * max(widths) * d <= 2^24`: then compiling the programs of
+    each extra bucket, 5 to 15 s on a 2-core CPU, costs more than padding every width to the
+    largest; the default sweep, n = 1024, d = 32, widths 4..64, took 3.8 min in one bucket against
+    10.6 min in five, measured in one session on a loaded 2-core CPU with four programs per
+    bucket), else
     `"pow2"` (padding waste under 2x)."""
     return "single" if n * max(widths) * d <= SINGLE_BUCKET_WORK else "pow2"
