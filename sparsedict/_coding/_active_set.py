@@ -49,11 +49,8 @@ from jaxtyping import Array, Bool, Float, Int
 from .._objective import Certificate, certificate_from_terms
 from ._base import AbstractCodingSolver
 from ._fista import FISTA
-from ._problem import DictionaryOperator, gram
+from ._problem import DictionaryOperator, gram, ridged_support_system
 
-# Tikhonov ridge on the support system, in machine epsilons times the mean atom norm^2. It keeps
-# Cholesky defined when atoms are duplicated (singular G_FF); `refine` removes its bias.
-_RIDGE_EPS = 64.0
 # An atom off the support is a violation only when g_j exceeds lam by this many machine epsilons
 # times ||x|| (the rounding scale of g), so degenerate atoms (g_j = lam) do not cycle.
 _ADD_SLACK_EPS = 8.0
@@ -166,17 +163,13 @@ class ActiveSet(AbstractCodingSolver):
         idx = jnp.nonzero(passive, size=size, fill_value=k)[0]  # empty slots hold k
         valid = idx < k
         safe = jnp.minimum(idx, k - 1)
-        both = valid[:, None] & valid[None, :]
         if op.gram is not None:
             gram_s = op.gram[safe[:, None], safe[None, :]]
         else:  # rows of D: s x d gathered, s^2 d flops, nothing k x k
             rows = jnp.where(valid[:, None], op.D[safe], 0)
             gram_s = gram(rows, dtype)
-        gram_s = jnp.where(both, gram_s, 0.0)
-        diag = jnp.diagonal(gram_s)
-        mean_norm = jnp.sum(jnp.where(valid, diag, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
-        ridge = _RIDGE_EPS * jnp.finfo(dtype).eps * jnp.maximum(mean_norm, 1.0)
-        system = gram_s + jnp.diag(jnp.where(valid, ridge, 1.0))
+        # the ridge keeps Cholesky defined for duplicated atoms; `refine` removes its bias
+        system, gram_s = ridged_support_system(gram_s, valid)
         q = jnp.where(valid, (sig.c - sig.lam)[safe], 0.0)
         factor = jsl.cho_factor(system, lower=True)
         z = jsl.cho_solve(factor, q)

@@ -1,28 +1,26 @@
-r"""Float32 certificates and codes to a relative gap of about $10u$, not $d\,u\,\|r\|/\lambda$.
+r"""Float32 certificates and codes far below the plain rounding bound $d\,u\,\|r\|/\lambda$.
 
 In float32 the rounding bound of the plain certificate (`DictionaryOperator.certified_certificate`)
 is dominated by the correlations $\hat g_k = d_k\cdot\hat r$ of the support atoms: each is off
 by up to $\gamma_d\|\hat r\|$, which enters the gap as $\|a\|_1\gamma_d\|\hat r\|$, a relative
 gap of about $d\,u\,\|r\|/\lambda$ (4e-4 on a 64-dimensional problem), far above the default
-tolerance 1e-6; and an exact solver's float32 support solve, rounded the same way, misses the
-optimum by a similar amount. Both use only the support and the few atoms near the dual
-constraint, so both are computed here in compensated arithmetic (`sparsedict/_compensated.py`)
-on `size` gathered atoms per signal:
+tolerance 1e-6. Even the exact canonical gap of float32 codes (dual point $s\,r$) is first order
+in their rounding, about $u\|aD\|^2/P$. Both are mended on `size` gathered atoms per signal (the
+support, then the atoms nearest the dual constraint), in compensated arithmetic
+(`sparsedict/_compensated.py`):
 
-- **Residual.** $r = x - \sum_{j \in S} a_j d_j$ over the gathered support $S$, as an unevaluated
-  sum $r_{hi} + r_{lo}$ with a bound $\epsilon$ of order $u^2$; support atoms beyond `size` are
-  reconstructed plainly, with the plain bound.
-- **Correlations** $g_k = d_k\cdot(r_{hi} + r_{lo})$ of the gathered atoms, compensated: the
-  support, then the atoms whose plain bound $\hat g_k + \delta_k$ exceeds $\lambda$ (only they can
-  move the dual scaling). Every other atom keeps its plain correlation and bound.
-- **Certificate.** `_objective.certified_certificate` with these correlations and bounds: what is
-  left of its rounding is the evaluation of the gap itself, a few $u\lambda\|a\|_1$.
-- **Polish.** One step of iterative refinement of the support solve (Newton's step on the
-  support, $a_S \leftarrow a_S + G_{SS}^{-1}(g_S - \lambda)$, with the compensated $g_S$), which
-  converges to the float32 codes of the exact optimum on that support when
-  $\kappa(G_{SS})\,u < 1$. Atoms off the support whose compensated correlation exceeds
-  $\lambda$ (violations that plain float32 could not see) enter the support of the step. The
-  driver keeps whichever of the codes before and after has the lower certified gap.
+- **Terms** (`compensated_terms`): the residual $r = x - aD$ as an unevaluated sum
+  $r_{hi} + r_{lo}$ with a bound of order $u^2$ (support atoms beyond `size` reconstructed
+  plainly, with the plain bound), and the correlations $d_k\cdot r$ of the gathered atoms.
+- **Polish** (`polish`): one Newton step on the support,
+  $a_S \leftarrow a_S + G_{SS}^{-1}(g_S - \lambda)$, with the compensated excess $g_S - \lambda$;
+  atoms whose compensated correlation exceeds $\lambda$ enter the support. The step's rounding
+  error is kept: the refined codes $\tilde a = a + a_{lo}$ are in twice the precision. Their terms
+  follow from the small step in plain arithmetic (`moved`).
+- **Certificate** (`compensated_certificate`): the gap of the float32 codes at the dual point
+  of the refined codes, where every term is small and so is its rounding.
+
+The driver keeps whichever of the codes before and after the polish has the lower certified gap.
 """
 
 from typing import NamedTuple
@@ -34,11 +32,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from .._compensated import combination, two_sum
 from .._objective import Certificate, CertificateBound, gamma
-from ._problem import DictionaryOperator, Signal
-
-# Tikhonov ridge of the polish system in machine epsilons times the mean atom norm^2 (as in the
-# active set's support solves): it keeps the Cholesky factor defined for duplicated atoms.
-_RIDGE_EPS = 64.0
+from ._problem import DictionaryOperator, Signal, ridged_support_system
 
 
 def compensated_size(k: int, d: int) -> int:
@@ -215,9 +209,9 @@ def compensated_certificate(
 
     # sum_k a_k ((lam - g~_k) + sigma g~_k) <= sum_k a_k t_k
     t = (-excess + w) + sigma * (lam + jnp.abs(excess) + w)
-    terms = a * t
+    summands = a * t
     n_terms = gamma(nnz + 2, work)
-    linear = jnp.sum(terms) + n_terms * jnp.sum(jnp.abs(terms)) * (1.0 + n_terms)
+    linear = jnp.sum(summands) + n_terms * jnp.sum(jnp.abs(summands)) * (1.0 + n_terms)
     inflate = 1.0 + gamma(d + 2, work)
     r_lo_norm = jnp.sqrt(r_lo @ r_lo) * inflate
     rho_tilde = jnp.sqrt(r_hi @ r_hi) * inflate + r_lo_norm + eps  # >= ||r~||
@@ -233,7 +227,7 @@ def compensated_certificate(
     primal_lo = (0.5 * rho_lo**2 + lam * l1 * (1.0 - n_terms)) * (1.0 - 4 * u)
     tiny = jnp.finfo(work).tiny
     ratio = jnp.where(primal > 0, primal / jnp.maximum(primal_lo, tiny), 1.0)
-    gap = jnp.minimum(gap * ratio * (1.0 + 4 * u), jnp.inf)
+    gap = gap * ratio * (1.0 + 4 * u)
     cert = Certificate(primal=primal, dual=primal - gap, gap=gap)
     corr = g.at[idx].set(jnp.where(chosen, hi + tail, g[idx]))
     bound = CertificateBound(certificate=cert, nominal=gap, rounding=jnp.zeros_like(gap))
@@ -263,13 +257,7 @@ def polish(
     safe = jnp.minimum(idx, k - 1)
     rows = jnp.where(valid[:, None], op.D[safe].astype(work), 0.0)
     with jax.default_matmul_precision("highest"):
-        gram_s = rows @ rows.T
-    both = valid[:, None] & valid[None, :]
-    gram_s = jnp.where(both, gram_s, 0.0)
-    diag = jnp.diagonal(gram_s)
-    mean_norm = jnp.sum(jnp.where(valid, diag, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
-    ridge = _RIDGE_EPS * jnp.finfo(work).eps * jnp.maximum(mean_norm, 1.0)
-    system = gram_s + jnp.diag(jnp.where(valid, ridge, 1.0))
+        system, _ = ridged_support_system(rows @ rows.T, valid)
     rhs = jnp.where(valid, excess[safe], 0.0)
     step = jsl.cho_solve(jsl.cho_factor(system, lower=True), rhs)
     # a + step in twice the precision: the float32 codes and their rounding error

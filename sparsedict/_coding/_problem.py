@@ -51,6 +51,14 @@ def piece_count(work, low) -> int:
     return math.ceil(_bits(work) / _bits(low))
 
 
+def _split_constants(work, low):
+    """`(p, remainder, spread)` of `split_matmul`'s rounding bounds: the pieces, the relative
+    remainder $2^{p(1-t)}$ left after them, and $2^{2-t}$ ($t$ the matmul dtype's bits)."""
+    p = piece_count(work, low)
+    bits = _bits(low)
+    return p, 2.0 ** (p * (1 - bits)), 2.0 ** (2 - bits)
+
+
 def split_matmul(v: Float[Array, "*batch k"], M: Float[Array, "k m"]) -> Float[Array, "*batch m"]:
     """`v @ M` accumulated in `v`'s dtype; exact to that precision when `M` is stored narrower."""
     work, low = v.dtype, M.dtype
@@ -82,6 +90,22 @@ def gram(M: Float[Array, "k m"], work) -> Float[Array, "k k"]:
     if M.dtype == work:
         return M @ M.T
     return jnp.matmul(M, M.T, preferred_element_type=work, precision=_precision(M.dtype))
+
+
+# Tikhonov ridge on a support system, in machine epsilons times the mean atom norm^2. It keeps
+# Cholesky defined when atoms are duplicated (singular G_FF).
+_RIDGE_EPS = 64.0
+
+
+def ridged_support_system(gram_s: Float[Array, "s s"], valid: Bool[Array, " s"]):
+    r"""`(system, gram_s)` for a support buffer: $G_{FF}$ with the padding slots (`valid` false)
+    zeroed, and the system to factor, $G_{FF}$ plus a ridge of `_RIDGE_EPS` machine epsilons
+    times the mean atom norm$^2$ on the support and the identity on the padding slots."""
+    gram_s = jnp.where(valid[:, None] & valid[None, :], gram_s, 0.0)
+    diag = jnp.diagonal(gram_s)
+    mean_norm = jnp.sum(jnp.where(valid, diag, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+    ridge = _RIDGE_EPS * jnp.finfo(gram_s.dtype).eps * jnp.maximum(mean_norm, 1.0)
+    return gram_s + jnp.diag(jnp.where(valid, ridge, 1.0)), gram_s
 
 
 def atom_norm_bounds(D: Float[Array, "k d"], work) -> Float[Array, " k"]:
@@ -173,11 +197,7 @@ class DictionaryOperator(eqx.Module):
         if self.D.dtype == work:
             g_error = norms * (gamma(d, work) * r_norm + r_error)
         else:  # split products (see the module docstring)
-            low = self.D.dtype
-            p = piece_count(work, low)
-            bits = _bits(low)
-            remainder = 2.0 ** (p * (1 - bits))
-            spread = 2.0 ** (2 - bits)
+            p, remainder, spread = _split_constants(work, self.D.dtype)
             r_max = jnp.max(jnp.abs(r)) * math.sqrt(d)
             g_error = norms * (
                 gamma(d + p, work) * (1.01 * r_norm + spread * r_max) + remainder * r_max + r_error
@@ -195,11 +215,7 @@ class DictionaryOperator(eqx.Module):
         if self.D.dtype == work:
             r_error = gamma(nnz + 1, work) * (x_norm + weighted)
         else:
-            low = self.D.dtype
-            p = piece_count(work, low)
-            bits = _bits(low)
-            remainder = 2.0 ** (p * (1 - bits))
-            spread = 2.0 ** (2 - bits)
+            p, remainder, spread = _split_constants(work, self.D.dtype)
             support = jnp.sum(jnp.where(a != 0, norms, 0.0)) * jnp.max(a)
             r_error = (
                 gamma(nnz + p + 1, work) * (x_norm + 1.01 * weighted + spread * support)
