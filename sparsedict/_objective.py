@@ -194,24 +194,31 @@ def _scaling_bound(max_corr, lam, up: bool, u):
     return jnp.where(over, jnp.minimum(s, 1.0), 1.0)
 
 
+class Bounded(NamedTuple):
+    """A computed `value` and a bound on its `error`: the exact value is within `error` of it
+    (in the norm the consumer states)."""
+
+    value: Array
+    error: Array
+
+
 def certified_certificate(
-    residual: Float[Array, "*batch d"],
-    corr: Float[Array, "*batch k"],
+    computed_residual: Bounded,
+    computed_corr: Bounded,
     codes: Float[Array, "*batch k"],
-    lam: Float[Array, "*batch"],
-    residual_error: Float[Array, "*batch"],
-    corr_error: Float[Array, "*batch k"],
-    atom_mask: Bool[Array, " k"] | None = None,
+    lam,
+    atom_mask=None,
 ) -> CertificateBound:
     r"""Primal, and a duality gap that is never below the exact gap of `codes`, in any dtype.
 
-    Inputs are what floating point gives: the computed residual $\hat r \approx x - aD$ with
-    $\|r - \hat r\| \le$ `residual_error` ($r$ the exact residual), and the computed
-    correlations $\hat g \approx D\hat r$ with $|g_k - \hat g_k| \le$ `corr_error`$_k$ ($g = Dr$
-    exact). With $m = \max_k g_k$ in $[m_-, m_+] = [\max_k(\hat g_k - \delta_k),
-    \max_k(\hat g_k + \delta_k)]$, the exact dual scaling $s = \min(1, \lambda/m)$ lies in
-    $[s(m_+), s(m_-)]$, and the exact gap at any fixed $t \ge 0$,
-    $\mathrm{gap}(t) = \tfrac12(1-t)^2\|r\|^2 + \sum_k a_k(\lambda - t g_k)$, is at most
+    Inputs are what floating point gives: the computed residual $\hat r \approx x - aD$
+    (*batch, d) with $\|r - \hat r\| \le$ `computed_residual.error` (*batch) ($r$ the exact
+    residual), and the computed correlations $\hat g \approx D\hat r$ (*batch, k) with
+    $|g_k - \hat g_k| \le$ `computed_corr.error`$_k$ ($g = Dr$ exact); `lam` (*batch),
+    `atom_mask` (k,) or None. With $m = \max_k g_k$ in
+    $[m_-, m_+] = [\max_k(\hat g_k - \delta_k), \max_k(\hat g_k + \delta_k)]$, the exact dual
+    scaling $s = \min(1, \lambda/m)$ lies in $[s(m_+), s(m_-)]$, and the exact gap at any fixed
+    $t \ge 0$, $\mathrm{gap}(t) = \tfrac12(1-t)^2\|r\|^2 + \sum_k a_k(\lambda - t g_k)$, is at most
 
     $$U(t) = \tfrac12(1-t)^2(\|\hat r\| + \epsilon_r)^2 + \textstyle\sum_k a_k(\lambda - t\hat g_k)
       + t\sum_k a_k\delta_k$$
@@ -225,6 +232,8 @@ def certified_certificate(
     $\|a\|_1 \max_k \delta_k + u\lambda\|a\|_1$; a relative gap below `rounding / primal` cannot
     be certified in this dtype.
     """
+    residual, residual_error = computed_residual
+    corr, corr_error = computed_corr
     dtype = corr.dtype
     u = unit_roundoff(dtype)
     lam = jnp.asarray(lam, dtype)

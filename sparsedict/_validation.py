@@ -15,6 +15,7 @@ to float32 for the solve (results are float32); complex, string and object input
 with a `TypeError` naming the argument.
 """
 
+import inspect
 import sys
 
 import equinox as eqx
@@ -263,3 +264,23 @@ def finite_rows(values, rows, name, context):
             f" and {bad.size - 5} more" if bad.size > 5 else ""
         )
     raise ValueError(f"{name} contains NaN or inf in {where} (read for {context})")
+
+
+def keyword_defaults(function, names=None) -> dict:
+    """The keyword-only parameters of `function` (those in `names`, when given) with their
+    defaults: the signature of the entry that documents them stays their one home."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and (names is None or name in names)
+    }
+
+
+def forwarded_options(options: dict, defaults: dict, caller: str) -> dict:
+    """Keyword options that `caller` forwards, over their `defaults`; an unknown name raises a
+    `TypeError` naming `caller` and the options it takes."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        known = ", ".join(defaults)
+        raise TypeError(f"{caller}() got unknown option(s) {unknown}; the options are: {known}")
+    return {**defaults, **options}

@@ -7,6 +7,8 @@ numpy itself makes of it (`np.asarray(..., dtype)`), so a conversion that change
 or the result type is caught.
 """
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -112,6 +114,27 @@ def test_refused_inputs_name_the_argument(problem, case):
             optimality.certify(args["X"], args["D"], args["lam"])
         with pytest.raises(TypeError, match=message):
             sd.wide_limit.gap_to_bound(args["X"], args["D"], args["lam"])
+
+
+def test_forwarded_options_take_the_documented_defaults_and_name_unknown_ones(problem):
+    """`lasso_value` takes `sparse_code`'s options and `train_sae` `learn_dictionary`'s run
+    options (their signatures are the one home of the defaults); a typo is named, not ignored."""
+    X, D = problem
+    values = sd.lasso_value(X, D, LAM, tol=1e-12, max_steps=500, solver="cd")
+    result = sd.sparse_code(X, D, LAM, tol=1e-12, max_steps=500, solver="cd")
+    np.testing.assert_allclose(values, result.primal, rtol=1e-12)
+    with pytest.raises(TypeError, match=r"lasso_value\(\) got unknown option\(s\) \['tolerance'\]"):
+        sd.lasso_value(X, D, LAM, tolerance=1e-6)
+    # throw is forwarded: one step cannot reach the tolerance
+    with pytest.raises(Exception, match="max_steps"):
+        sd.lasso_value(X, D, LAM, solver="fista", max_steps=1, throw=True)
+    with pytest.raises(TypeError, match=r"train_sae\(\) got unknown option\(s\) \['verbos'\]"):
+        sd.train_sae(X, 4, LAM, max_steps=1, verbos=True)
+    learn = inspect.signature(sd.learn_dictionary).parameters
+    forwarded = ("eval_size", "checkpoint", "shuffle", "shuffle_seed", "prefetch", "verbose")
+    for name in (*forwarded, "progress", "devices"):
+        assert name in sd.train_sae.__doc__, name
+        assert learn[name].kind is inspect.Parameter.KEYWORD_ONLY
 
 
 def test_learners_accept_lists(problem):

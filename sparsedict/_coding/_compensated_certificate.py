@@ -152,15 +152,19 @@ def moved(
     return terms._replace(r_lo=r_lo, eps=eps, tail=tail, beta=beta * (1.0 + 4 * u))
 
 
+class RefinedCodes(NamedTuple):
+    r"""Codes `a` in the working dtype and a low part `lo`: the refined codes $\tilde a = a + lo$
+    (a double-word number per atom; `lo = 0` for plain codes)."""
+
+    a: Float[Array, " k"]
+    lo: Float[Array, " k"]
+
+
 def compensated_certificate(
-    op: DictionaryOperator,
-    sig: Signal,
-    a: Float[Array, " k"],
-    a_lo: Float[Array, " k"],
-    terms: CompensatedTerms,
+    op: DictionaryOperator, sig: Signal, codes: RefinedCodes, terms: CompensatedTerms
 ) -> tuple[CertificateBound, Array, Array]:
-    r"""A rigorous bound on the duality gap of the codes `a` (never below their exact gap), at
-    the dual point of the refined codes $\tilde a = a + a_{lo}$.
+    r"""A rigorous bound on the duality gap of the codes `codes.a` (never below their exact gap),
+    at the dual point of the refined codes $\tilde a = a + a_{lo}$ ($a_{lo}$ = `codes.lo`).
 
     With $\tilde r = x - \tilde aD$, $\tilde g = D\tilde r$ and the dual point
     $\theta = (1 - \sigma)\tilde r$, the gap of `a` ($r = x - aD = \tilde r + a_{lo}D$) is
@@ -180,6 +184,7 @@ def compensated_certificate(
     relative gap. Returns the bound, the correlations $\tilde g$ and the excesses
     $\tilde g - \lambda$ (both compensated where gathered: the excess is not rounded through
     $\tilde g$)."""
+    a, a_lo = codes
     work = sig.x.dtype
     u = float(jnp.finfo(work).eps) / 2
     d = sig.x.shape[-1]
@@ -244,10 +249,10 @@ def polish(
     r"""One Newton step on the support $S$ of `a` and the atoms whose `excess` is positive,
     $a_S \leftarrow \max(0, a_S + G_{SS}^{-1}(g_S - \lambda))$, from the excesses $g - \lambda$
     of `compensated_certificate` (compensated on $S$): an exchange step of the active set in
-    compensated arithmetic. Returns the float32 codes, their rounding error `lo` (the step
-    computed in twice the precision is `codes + lo`), and the change of the refined codes with
-    the gathered atoms it is on (for `moved`); codes whose new support does not fit `size` are
-    returned unchanged, with `lo = 0` and no change."""
+    compensated arithmetic. Returns the `RefinedCodes`: the float32 codes and their rounding
+    error `lo` (the step computed in twice the precision is `a + lo`), and the change of the
+    refined codes with the gathered atoms it is on (for `moved`); codes whose new support does
+    not fit `size` are returned unchanged, with `lo = 0` and no change."""
     k = a.shape[0]
     work = sig.x.dtype
     support = (a > 0) | (excess > 0)
@@ -270,4 +275,5 @@ def polish(
         ok = ok & ~jnp.any((polished > 0) & ~op.atom_mask)
     # the change of the refined codes: a + step = new + new_lo exactly where kept
     delta = jnp.where(ok & valid, jnp.where(keep, step, -a[safe]), 0.0)
-    return jnp.where(ok, polished, a), jnp.where(ok, polished_lo, 0.0), delta, rows
+    refined = RefinedCodes(jnp.where(ok, polished, a), jnp.where(ok, polished_lo, 0.0))
+    return refined, delta, rows

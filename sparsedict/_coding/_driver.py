@@ -21,6 +21,7 @@ problem on every backend.
 """
 
 import contextlib
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -32,6 +33,7 @@ from .._objective import kkt_residual
 from ._active_set import ActiveSet
 from ._base import AbstractCodingSolver
 from ._compensated_certificate import (
+    RefinedCodes,
     compensated_certificate,
     compensated_size,
     compensated_terms,
@@ -290,12 +292,12 @@ def _final_certificate(op, sigs, codes, polished=True):
     def one(args):
         sig, a = args
         terms = compensated_terms(op, sig, a, size)
-        before = compensated_certificate(op, sig, a, jnp.zeros_like(a), terms)
-        polished, lo, delta, rows = polish(op, sig, a, before[2], size)
-        after = compensated_certificate(op, sig, polished, lo, moved(op, terms, delta, rows))
+        before = compensated_certificate(op, sig, RefinedCodes(a, jnp.zeros_like(a)), terms)
+        polished, delta, rows = polish(op, sig, a, before[2], size)
+        after = compensated_certificate(op, sig, polished, moved(op, terms, delta, rows))
         better = after[0].certificate.relative_gap <= before[0].certificate.relative_gap
         chosen = jax.tree_util.tree_map(
-            lambda u, v: jnp.where(better, v, u), (a, before[:2]), (polished, after[:2])
+            lambda u, v: jnp.where(better, v, u), (a, before[:2]), (polished.a, after[:2])
         )
         return chosen[0], chosen[1][0], chosen[1][1]
 
@@ -446,13 +448,43 @@ def sparse_code(
     [`sparsedict.lasso_value`][] and [`sparsedict.duality_gap`][] for differentiable ones). With
     a `matmul_dtype`, they are the derivatives of the input-dtype problem at the returned codes.
     """
+    problem, result = checked_solve(
+        X, D, lam, solver, tol, max_steps, init, atom_mask, matmul_dtype, throw
+    )
+    return unbatch(result) if problem.single else result
+
+
+class CheckedProblem(NamedTuple):
+    """Validated arrays of a coding call: `X` (n, d), `D`, `lam` (n,), `atom_mask`, and whether
+    the caller passed one signal (`single`)."""
+
+    X: Array
+    D: Array
+    lam: Array
+    atom_mask: Array | None
+    single: bool
+
+
+def checked_solve(
+    X, D, lam, solver, tol, max_steps, init, atom_mask, matmul_dtype, throw
+) -> tuple[CheckedProblem, CodingResult]:
+    """[`sparse_code`][]'s arguments validated once, and the batched solve (not unbatched)."""
     X2, D, lam, init, atom_mask, tol, single = coding_inputs(X, D, lam, init, atom_mask, tol)
     max_steps = jnp.asarray(check.positive_int(max_steps, "max_steps"), jnp.int32)
     low = check_matmul_dtype(matmul_dtype, X2.dtype)
     result = solve(X2, D, lam, init, atom_mask, tol, max_steps, _solver(solver), low)
     if throw:
         result = result.result.error_if(result, result.result != RESULTS.successful)
-    return unbatch(result) if single else result
+    return CheckedProblem(X2, D, lam, atom_mask, single), result
+
+
+def sparse_code_options(options: dict, caller: str) -> dict:
+    """The keyword options of [`sparse_code`][] (`options` over its defaults), for entries
+    that forward them; an unknown name raises a `TypeError` naming `caller`."""
+    return check.forwarded_options(options, _SPARSE_CODE_DEFAULTS, caller)
+
+
+_SPARSE_CODE_DEFAULTS = check.keyword_defaults(sparse_code)
 
 
 def solve(

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from .._objective import (
+    Bounded,
     Certificate,
     CertificateBound,
     certificate_from_terms,
@@ -115,13 +116,17 @@ def atom_norm_bounds(D: Float[Array, "k d"], work) -> Float[Array, " k"]:
 
 
 class Signal(NamedTuple):
-    """One signal: `x`, its correlations `c = D x`, `||x||^2`, `||x||` and its `lam`."""
+    """One signal: `x`, its correlations `c = D x`, `||x||` and its `lam`."""
 
     x: Float[Array, " d"]
     c: Float[Array, " k"]
-    x_sq: Float[Array, ""]
     x_norm: Float[Array, ""]
     lam: Float[Array, ""]
+
+    @property
+    def x_sq(self) -> Float[Array, ""]:
+        """`||x||^2`, as the square of the stored norm (the Gram-form residual starts from it)."""
+        return self.x_norm**2
 
 
 class DictionaryOperator(eqx.Module):
@@ -170,7 +175,9 @@ class DictionaryOperator(eqx.Module):
         on its rounding (`_objective.certified_certificate`): the reported gap is never below
         the exact gap of `a` for the stored dictionary. Returns it and $\hat g = D\hat r$."""
         r, g, r_error, g_error = self.residual_and_correlations(sig, a)
-        bound = certified_certificate(r, g, a, sig.lam, r_error, g_error, self.atom_mask)
+        bound = certified_certificate(
+            Bounded(r, r_error), Bounded(g, g_error), a, sig.lam, self.atom_mask
+        )
         return bound, g
 
     def residual_and_correlations(self, sig: Signal, a: Float[Array, " k"]):
@@ -238,4 +245,4 @@ class DictionaryOperator(eqx.Module):
 def signals(X: Float[Array, "n d"], op: DictionaryOperator, lam: Float[Array, " n"]) -> Signal:
     """The batch of signals (rows of X, in the working dtype) with their correlations `X D^T`."""
     X_norm = jnp.linalg.norm(X, axis=-1)
-    return Signal(x=X, c=op.correlate(X), x_sq=X_norm**2, x_norm=X_norm, lam=lam)
+    return Signal(x=X, c=op.correlate(X), x_norm=X_norm, lam=lam)

@@ -27,8 +27,12 @@ def _unrolled(X, D, lam, init, atom_mask, tol, max_steps):
     solver = FISTA()
     op = make_operator(D, atom_mask, use_gram=D.shape[0] <= 2 * D.shape[1])
     op = eqx.tree_at(lambda o: o.lipschitz, op, jax.lax.stop_gradient(op.lipschitz))
-    X_norm = jnp.linalg.norm(jax.lax.stop_gradient(X), axis=-1)  # only in the certificate
-    signals = Signal(x=X, c=X @ op.D.T, x_sq=jnp.sum(X * X, axis=-1), x_norm=X_norm, lam=lam)
+    # ||x|| with the derivative x / ||x|| and 0 at x = 0 (double where: no NaN), so that
+    # ||x||^2 (the certificate's) has the derivative 2x everywhere
+    x_sq = jnp.sum(X * X, axis=-1)
+    nonzero = x_sq > 0
+    X_norm = jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, x_sq, 1.0)), 0.0)
+    signals = Signal(x=X, c=X @ op.D.T, x_norm=X_norm, lam=lam)
 
     def solve_one(sig, a0):
         state = solver.init(op, sig, op.project(a0))

@@ -10,10 +10,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .. import _validation as check
 from .._objective import primal, residual
-from ._base import AbstractCodingSolver
-from ._driver import _solver, coding_inputs, solve
+from ._driver import checked_solve, sparse_code_options
 
 # The primal at optimal codes, with the envelope derivatives above: the codes' own variation does
 # not enter the first derivative. Codes from `implicit_codes` (as `solve` returns them) make second
@@ -34,24 +32,22 @@ def lasso_value(
     X: Float[ArrayLike, "n d"],
     D: Float[ArrayLike, "k d"],
     lam: float | Float[ArrayLike, " n"],
-    *,
-    solver: str | AbstractCodingSolver = "active_set",
-    tol: float | None = None,
-    max_steps: int = 1000,
-    init: Float[ArrayLike, "n k"] | None = None,
-    atom_mask: ArrayLike | None = None,
+    **options,
 ) -> Float[Array, "*n"]:
     r"""Optimal objective $F_i = \min_{a \ge 0} \tfrac12\|x_i - aD\|^2 + \lambda_i \|a\|_1$ per
     signal.
 
-    Arguments are those of [`sparsedict.sparse_code`][]. First derivatives in X, D and lam come
-    from the envelope theorem (exact at the computed codes, cost of one residual); second
-    derivatives go through the implicit code derivatives of `sparse_code`.
+    Arguments: `X`, `D`, `lam` and the keyword options (`solver`, `tol`, `max_steps`, `init`,
+    `atom_mask`, `matmul_dtype`, `throw`, with the same defaults) are those of
+    [`sparsedict.sparse_code`][]. First derivatives in X, D and lam come from the envelope
+    theorem (exact at the computed codes, cost of one residual); second derivatives go through
+    the implicit code derivatives of `sparse_code`. With a `matmul_dtype`, the value is that of
+    the input-dtype problem at the codes of the rounded one.
     """
-    X2, D, lam, init, atom_mask, tol, single = coding_inputs(X, D, lam, init, atom_mask, tol)
-    max_steps = jnp.asarray(check.positive_int(max_steps, "max_steps"), jnp.int32)
-    codes = solve(X2, D, lam, init, atom_mask, tol, max_steps, _solver(solver)).codes
-    if atom_mask is not None:
-        D = jnp.where(atom_mask[:, None], D, 0.0)
-    value = _optimal_value(X2, D, codes, lam)
-    return value[0] if single else value
+    options = sparse_code_options(options, "lasso_value")
+    problem, result = checked_solve(X, D, lam, **options)
+    D = problem.D
+    if problem.atom_mask is not None:
+        D = jnp.where(problem.atom_mask[:, None], D, 0.0)
+    value = _optimal_value(problem.X, D, result.codes, problem.lam)
+    return value[0] if problem.single else value

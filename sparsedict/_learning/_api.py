@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import hashlib
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import equinox as eqx
@@ -453,14 +454,7 @@ def train_sae(
     solver: str = "active_set",
     stationarity_tol: float | None = None,
     code_tol: float | None = None,
-    eval_size: int = 2048,
-    checkpoint: str | None = None,
-    shuffle: streaming.Shuffle | None = None,
-    shuffle_seed: int = 0,
-    prefetch: int = 2,
-    verbose: bool = False,
-    progress: ProgressCallback | None = None,
-    devices: Sequence[jax.Device] | None = None,
+    **run_options,
 ) -> TrainedSAE:
     r"""Train a vanilla ReLU SAE with optax and analyse its decoder with exact codes.
 
@@ -477,16 +471,18 @@ def train_sae(
     `eval_size` signals (as sparsify and dictionary_learning do); the initial atoms are then
     drawn signals minus that median. With `decoder_bias=False`, $b_{dec} = 0$.
 
-    `X`, `seed`, `shuffle_seed`, `eval_size`, `checkpoint`, `shuffle`, `prefetch`, `verbose`,
-    `progress` and `devices` (each minibatch split over the devices, the SAE replicated, gradients
-    all-reduced) are as in
+    `X`, `seed` and the run options `eval_size`, `checkpoint`, `shuffle`, `shuffle_seed`,
+    `prefetch`, `verbose`, `progress` and `devices` (keywords, with the same defaults; each
+    minibatch split over the devices, the SAE replicated, gradients all-reduced) are as in
     [`learn_dictionary`][sparsedict.learn_dictionary] (online): `X` may be streamed (a path, shards
     or a source), and the codes, objectives and amortisation gap are then those of the first
     `eval_size` signals.
     """
+    opts = SimpleNamespace(**check.forwarded_options(run_options, _RUN_DEFAULTS, "train_sae"))
+    eval_size, shuffle, shuffle_seed = opts.eval_size, opts.shuffle, opts.shuffle_seed
     k = check.positive_int(k, "k")
     lam = _positive_lam(lam)
-    _loop_settings(max_steps, chunk_size, eval_size, seed, shuffle_seed, prefetch)
+    _loop_settings(max_steps, chunk_size, eval_size, seed, shuffle_seed, opts.prefetch)
     check.int_at_least(batch_size, "batch_size")
     learning_rate = _nonnegative_float(learning_rate, "learning_rate")
     data = _data.TrainingData(X)
@@ -509,8 +505,8 @@ def train_sae(
         chunk_size,
         max_steps,
         shuffle,
-        prefetch,
-        _data_parallel(devices),
+        opts.prefetch,
+        _data_parallel(opts.devices),
     )
     certify = _certifier(X_eval, lam_s, stationarity_tol, code_tol, solver)
     tol = jnp.asarray(code_tol, dtype)
@@ -536,7 +532,7 @@ def train_sae(
         shuffle_seed=shuffle_seed,
         shuffle=_options(shuffle or streaming.Shuffle()),
     )
-    loop = _Loop(max_steps, chunk_size, checkpoint, verbose, progress)
+    loop = _Loop(max_steps, chunk_size, opts.checkpoint, opts.verbose, opts.progress)
     state, history, done = _train(
         run_chunk, certify_state, state, feed, loop, "train_sae", run, data
     )
@@ -564,3 +560,8 @@ def train_sae(
         encoder_objective=encoder,
         amortisation_gap=encoder - exact,
     )
+
+
+# the run options train_sae forwards: learn_dictionary's signature is their one home
+_RUN_OPTIONS = ("eval_size", "checkpoint", "shuffle", "shuffle_seed", "prefetch", "verbose")
+_RUN_DEFAULTS = check.keyword_defaults(learn_dictionary, (*_RUN_OPTIONS, "progress", "devices"))

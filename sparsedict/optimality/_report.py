@@ -6,7 +6,15 @@ from jaxtyping import Array, Bool, Float, Int
 
 
 class SignalResiduals(eqx.Module):
-    """Per signal (n,): code KKT residual, duality gap, relative gap, primal, `||r_i||`."""
+    r"""Per signal (n,), for the codes $a_i$ the report was made with.
+
+    Attributes:
+        kkt: the code KKT residual $\|a_i - \max(0, a_i + D r_i - \lambda)\|$, 0 at the optimum.
+        gap: the duality gap of $a_i$ (an upper bound on its suboptimality).
+        relative_gap: `gap / primal`, the quantity the code solvers stop on.
+        primal: $\tfrac12\|x_i - a_i D\|^2 + \lambda\|a_i\|_1$.
+        residual_norm: $\|r_i\| = \|x_i - a_i D\|$.
+    """
 
     kkt: Float[Array, " n"]
     gap: Float[Array, " n"]

@@ -7,8 +7,10 @@ there; the chunks are those of `Minibatches.batches`, so the order never depends
 Errors raised while reading are raised again by the call that asks for that chunk.
 """
 
+import dataclasses
 import queue
 import threading
+from typing import Any
 
 import jax
 
@@ -16,6 +18,7 @@ from .._validation import int_at_least
 from ._order import Minibatches
 
 
+@dataclasses.dataclass(eq=False)
 class Prefetcher:
     """`prefetcher(step)` returns `minibatches.batches(step, count)` on the device, read ahead.
 
@@ -30,27 +33,22 @@ class Prefetcher:
     Use it as a context manager, or call `close()`, to stop the thread.
     """
 
-    def __init__(
-        self,
-        minibatches: Minibatches,
-        count: int,
-        *,
-        depth: int = 2,
-        stop: int | None = None,
-        device=None,
-    ):
-        int_at_least(depth, "prefetch depth", 0)
-        self.minibatches, self.count, self.depth, self.stop, self.device = (
-            minibatches,
-            count,
-            depth,
-            stop,
-            device,
-        )
-        self._thread: threading.Thread | None = None
-        self._next: int | None = None
-        self._halt = threading.Event()
-        self._queue: queue.Queue | None = None
+    minibatches: Minibatches
+    count: int
+    _: dataclasses.KW_ONLY
+    depth: int = 2
+    stop: int | None = None
+    device: Any = None
+    # the reader thread and its queue, and the step of the chunk it reads next
+    _thread: threading.Thread | None = dataclasses.field(default=None, init=False, repr=False)
+    _next: int | None = dataclasses.field(default=None, init=False, repr=False)
+    _halt: threading.Event = dataclasses.field(
+        default_factory=threading.Event, init=False, repr=False
+    )
+    _queue: queue.Queue | None = dataclasses.field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        int_at_least(self.depth, "prefetch depth", 0)
 
     def _read(self, step):
         return jax.device_put(self.minibatches.batches(step, self.count), self.device)

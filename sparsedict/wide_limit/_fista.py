@@ -29,17 +29,21 @@ class Certified(eqx.Module):
 
     Attributes:
         primal: the objective. dual: a certified lower bound on the optimum.
-        gap: `primal - dual >= 0`. steps: FISTA steps taken.
+        steps: FISTA steps taken.
         converged: whether `gap <= tol * primal`.
         result: `RESULTS.successful`, or `RESULTS.max_steps_reached`.
     """
 
     primal: Float[Array, ""]
     dual: Float[Array, ""]
-    gap: Float[Array, ""]
     steps: Int[Array, ""]
     converged: Bool[Array, ""]
     result: RESULTS
+
+    @property
+    def gap(self) -> Float[Array, ""]:
+        """`primal - dual >= 0`: a bound on the suboptimality of the solution."""
+        return self.primal - self.dual
 
 
 def fista(grad, prox, lipschitz, certificate, init, tol, max_steps):
@@ -80,7 +84,6 @@ def fista(grad, prox, lipschitz, certificate, init, tol, max_steps):
     certified = dict(
         primal=primal,
         dual=dual,
-        gap=primal - dual,
         steps=steps,
         converged=converged,
         result=result,
