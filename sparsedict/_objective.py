@@ -91,8 +91,7 @@ def certificate_from_terms(
     lam = jnp.asarray(lam, corr.dtype)
     residual_sq = jnp.maximum(residual_sq, 0.0)
     s = dual_scaling(masked_max(corr, atom_mask), lam, x_norm)
-    l1 = jnp.sum(codes, axis=-1)
-    primal = 0.5 * residual_sq + lam * l1
+    primal = primal_from_terms(residual_sq, jnp.sum(codes, axis=-1), lam)
     # Clipped at zero: s g_k <= lam holds exactly except for the rounding that dual_scaling accepts.
     slack = jnp.maximum(lam[..., None] - s[..., None] * corr, 0.0)
     if atom_mask is not None:
@@ -129,12 +128,29 @@ def lipschitz(gram: Float[Array, "k k"]) -> Float[Array, ""]:
     return jnp.linalg.eigvalsh(gram)[-1]
 
 
-def primal(
-    X: Float[Array, "*batch d"], D: Float[Array, "k d"], codes, lam
+def reconstruction(
+    X: Float[Array, "*batch d"], D: Float[Array, "k d"], codes
 ) -> Float[Array, "*batch"]:
-    r"""$P(a) = \tfrac12\|x - aD\|^2 + \lambda \sum_k a_k$ per signal (`lam` a scalar or (n,))."""
+    r"""$\tfrac12\|x - aD\|^2$ per signal."""
     r = residual(X, D, codes)
-    return 0.5 * jnp.sum(r * r, axis=-1) + lam * jnp.sum(codes, axis=-1)
+    return 0.5 * jnp.sum(r * r, axis=-1)
+
+
+def primal_from_terms(residual_sq, l1, lam):
+    r"""$P = \tfrac12\|r\|^2 + \lambda\|a\|_1$ from $\|r\|^2$ and $\|a\|_1$ (arrays of any
+    kind, numpy included): the one formula of the primal, which every other form calls."""
+    return 0.5 * residual_sq + lam * l1
+
+
+def primal(
+    X: Float[Array, "*batch d"], D: Float[Array, "k d"], codes, lam, atom_weights=None
+) -> Float[Array, "*batch"]:
+    r"""$P(a) = \tfrac12\|x - aD\|^2 + \lambda \sum_k w_k a_k$ per signal (`lam` a scalar or
+    (n,)); the weights $w$ (`atom_weights`, (k,)) are 1 unless given (an SAE's
+    decoder-norm-weighted L1 passes $w_k = \|d_k\|$)."""
+    r = residual(X, D, codes)
+    l1 = codes if atom_weights is None else codes * jnp.broadcast_to(atom_weights, codes.shape)
+    return primal_from_terms(jnp.sum(r * r, axis=-1), jnp.sum(l1, axis=-1), lam)
 
 
 def mean_objective(X, D, codes, lam, weights=None) -> Float[Array, ""]:
@@ -273,7 +289,7 @@ def certified_certificate(
         codes * (lam[..., None] - s[..., None] * corr), axis=-1
     )
     rounding = jnp.maximum(upper(s) - nominal, 0.0)
-    primal = 0.5 * rho_sq + lam * l1
+    primal = primal_from_terms(rho_sq, l1, lam)
     primal_lo = (0.5 * rho_lo**2 + lam * l1 * (1.0 - g_n)) * (1.0 - 4 * u)
     tiny = jnp.finfo(dtype).tiny
     ratio = jnp.where(primal > 0, primal / jnp.maximum(primal_lo, tiny), 1.0)

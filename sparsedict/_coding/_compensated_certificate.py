@@ -31,7 +31,7 @@ import jax.scipy.linalg as jsl
 from jaxtyping import Array, Bool, Float, Int
 
 from .._compensated import combination, two_sum
-from .._objective import Certificate, CertificateBound, gamma
+from .._objective import Certificate, CertificateBound, gamma, primal_from_terms
 from ._problem import DictionaryOperator, Signal, ridged_support_system
 
 
@@ -228,7 +228,7 @@ def compensated_certificate(
     l1 = jnp.sum(a)
     rho = jnp.sqrt(r @ r)
     rho_lo = jnp.maximum(rho * (1.0 - gamma(d + 2, work)) - r_error, 0.0)
-    primal = 0.5 * rho * rho + lam * l1
+    primal = primal_from_terms(rho * rho, l1, lam)
     primal_lo = (0.5 * rho_lo**2 + lam * l1 * (1.0 - n_terms)) * (1.0 - 4 * u)
     tiny = jnp.finfo(work).tiny
     ratio = jnp.where(primal > 0, primal / jnp.maximum(primal_lo, tiny), 1.0)

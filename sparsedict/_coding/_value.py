@@ -13,10 +13,13 @@ from jaxtyping import Array, ArrayLike, Float
 from .._objective import primal, residual
 from ._driver import checked_solve, sparse_code_options
 
+
 # The primal at optimal codes, with the envelope derivatives above: the codes' own variation does
 # not enter the first derivative. Codes from `implicit_codes` (as `solve` returns them) make second
 # derivatives exact too.
-_optimal_value = jax.custom_jvp(primal)
+@jax.custom_jvp
+def _optimal_value(X, D, codes, lam):
+    return primal(X, D, codes, lam)
 
 
 @_optimal_value.defjvp

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from .._dictionary import riemannian_gradient
-from .._objective import mean_objective, residual
+from .._objective import mean_objective, reconstruction
 
 
 class StepInfo(NamedTuple):
@@ -21,8 +21,7 @@ class StepInfo(NamedTuple):
 
 
 def step_info(X, D, A, lam, atom_mask=None) -> StepInfo:
-    R = residual(X, D, A)
-    recon = jnp.mean(0.5 * jnp.sum(R * R, axis=-1))
+    recon = jnp.mean(reconstruction(X, D, A))
     # Envelope theorem: with codes optimal, dF/dD at fixed codes is the gradient of F in D.
     objective, grad = jax.value_and_grad(mean_objective, argnums=1)(X, D, A, lam)
     used = jnp.sum(A, axis=0) > 0

@@ -23,6 +23,7 @@ import optax
 from jaxtyping import Array, Float, Int
 
 from .._dictionary import riemannian_gradient
+from .._objective import primal
 from ._learner import AbstractLearner
 from ._metrics import step_info
 
@@ -102,11 +103,10 @@ class SAETrainer(AbstractLearner):
         return SAEState(sae=sae, opt_state=self.optimizer.init(sae), step=jnp.int32(0))
 
     def loss(self, sae, X, lam):
-        A = sae.encode(X)
-        R = X - sae.decode(A)
-        if self.norm == "weighted":  # the decoder-norm-weighted L1
-            A = A * jnp.linalg.norm(sae.D, axis=-1)[None, :]
-        return jnp.mean(0.5 * jnp.sum(R * R, axis=-1) + lam * jnp.sum(A, axis=-1))
+        """The lasso objective of the encoder's codes for the decoder, on the centred signals
+        (`norm="weighted"`: the decoder-norm-weighted L1)."""
+        weights = jnp.linalg.norm(sae.D, axis=-1) if self.norm == "weighted" else None
+        return jnp.mean(primal(sae.center(X), sae.D, sae.encode(X), lam, weights))
 
     def step(self, batch, lam, tol, state):
         del tol

@@ -18,6 +18,8 @@ import dataclasses
 
 import numpy as np
 
+from .._objective import primal_from_terms
+
 
 @dataclasses.dataclass
 class SAEMetrics:
@@ -91,7 +93,7 @@ def sae_metrics(X, sae, lam, cert, *, chunk_size: int = 1024) -> SAEMetrics:
         res_sum += r.sum(0)
         usage += np.sum(a > 0, axis=0)
         mass += a.sum(0)
-        primal.append(0.5 * rr + lam * a.sum(1))
+        primal.append(primal_from_terms(rr, a.sum(1), lam))
         l0.append(np.sum(a > 0, axis=1))
         l1 += a.sum()
     primal_all = np.concatenate(primal)
