@@ -22,19 +22,25 @@ step whose $z$ is feasible costs no further product.
 
 **Buffers sized to supports.** The solver is run as a ladder of stages ([`stages`][]) with
 buffers of `min_support`, twice that, ... slots (a buffer of 3/4 of the last or more is skipped)
-up to `max_support` (default $\min(k, d+1)$: an
-optimal support needs at most $d$ atoms, and Lawson–Hanson one more for the entering atom). A
-signal whose passive set would outgrow its buffer is flagged ([`overflow`][]) and the driver moves
-it on to the next stage; in the last stage additions beyond the buffer wait, and a signal whose
-optimal support does not fit is reported as not converged by the driver's certificate.
+up to `max_support` (default $\min(k, d+1)$: an optimal support needs at most $d$ atoms, and
+Lawson–Hanson one more for the entering atom). Additions beyond the buffer wait (the largest
+violations enter first); a signal whose kept support fills its buffer while atoms still violate is
+flagged ([`overflow`][]) and the driver moves it on to the next stage, so one large exchange does
+not send a signal with a small optimal support to a large buffer (whose support solves cost
+$s^2 d + s^3/3$ each: measured on d = 256, k = 4096, 30 active, moving on at every overflowing
+exchange made the solve 13x slower). In the last stage a signal whose optimal support does not
+fit is reported as not converged by the driver's certificate.
 
 **Start.** A warm start whose support fits the first buffer starts from that support (a
 learner's codes for the previous dictionary: one or two exact solves). Any other start gets the
-support of `warm_start_steps` FISTA steps from the given codes (dense products, cheap on every
-device; measured from zero codes: with 50 steps most signals finish in one or two exact solves,
-while screening alone needs 4 to 9 solves on average). With `warm_start_steps=0`: a warm start's
-own support, or from zero codes, screening with the correlations (the `start_support` atoms with
-the largest $c_j - \lambda > 0$). A signal starts in the first stage whose buffer holds its
+support of `warm_start_steps` FISTA steps from the given codes (dense products, $4kd$ each). By
+default that is 50 steps when $k \le 8d$ and none for wider dictionaries: measured from zero
+codes (2-core CPU), with 50 steps most signals finish in one or two exact solves, while screening
+alone needs 4 to 8 (P1, P3 at k = 4d and S1 at k = 8d: the FISTA start was as fast or up to 1.8x
+faster); at k = 16d (d = 256, k = 4096, 30 active) the 50 steps cost more than the 4 to 5 exact
+solves of screening (screening 1.6x faster). With `warm_start_steps=0`: a warm start's own
+support, or from zero codes, screening with the correlations (the `start_support` atoms with the
+largest $c_j - \lambda > 0$). A signal starts in the first stage whose buffer holds its
 starting support. The codes reported mid-way are $\max(z, 0)$.
 """
 
@@ -50,6 +56,7 @@ from .._objective import Certificate, certificate_from_terms
 from ._base import AbstractCodingSolver
 from ._fista import FISTA
 from ._problem import DictionaryOperator, gram, ridged_support_system
+from ._select import largest
 
 # An atom off the support is a violation only when g_j exceeds lam by this many machine epsilons
 # times ||x|| (the rounding scale of g), so degenerate atoms (g_j = lam) do not cycle.
@@ -65,6 +72,7 @@ class _ActiveSetState(NamedTuple):
     best: Int[Array, ""]  # fewest infeasibilities seen so far
     tries: Int[Array, ""]  # full exchanges left without progress before Lawson-Hanson
     lawson_hanson: Bool[Array, ""]  # fallback mode: feasible steps, one addition at a time
+    demand: Int[Array, ""]  # slots the next step needs: |F|, plus 1 when the buffer held it back
 
 
 def _products_with_d(op):
@@ -95,7 +103,7 @@ class ActiveSet(AbstractCodingSolver):
     max_support: int | None = None
     min_support: int = 32
     start_support: int | None = None  # default: the first buffer
-    warm_start_steps: int = 50
+    warm_start_steps: int | None = None  # default: 50 when k <= 8d, else 0
     full_exchanges: int = 3
     # One step of iterative refinement removes the ridge's bias (machine-precision gaps in float64;
     # without it they stall near 1e-14 and the solve is ~6% cheaper).
@@ -120,11 +128,14 @@ class ActiveSet(AbstractCodingSolver):
         return tuple(dataclasses.replace(self, support=s, last_stage=s == full) for s in sizes)
 
     def overflow(self, op, state):
-        return jnp.asarray(not self.last_stage) & (jnp.sum(state.passive) > self._size(op))
+        return jnp.asarray(not self.last_stage) & (state.demand > self._size(op))
 
     def init(self, op, sig, codes):
-        k = codes.shape[0]
-        if self.warm_start_steps > 0:
+        k, d = op.D.shape
+        warm_start_steps = self.warm_start_steps
+        if warm_start_steps is None:
+            warm_start_steps = 50 if k <= 8 * d else 0
+        if warm_start_steps > 0:
             # A warm start whose support fits the first buffer is used as it is (a learner's
             # codes for the previous dictionary); other starts get the FISTA steps. Under vmap
             # the loop runs for the most any signal of the batch needs: none when all are warm.
@@ -132,7 +143,7 @@ class ActiveSet(AbstractCodingSolver):
             fits = (nnz > 0) & (nnz <= min(self.min_support, self._size(op)))
             fista, fast = FISTA(), _products_with_d(op)
             state = fista.init(fast, sig, codes)
-            steps = jnp.where(fits, 0, self.warm_start_steps)
+            steps = jnp.where(fits, 0, warm_start_steps)
             state = jax.lax.fori_loop(0, steps, lambda _, s: fista.step(fast, sig, s), state)
             codes = jnp.where(fits, codes, fista.codes(state))
         # Screening: the atoms most correlated with x beyond lam.
@@ -140,8 +151,7 @@ class ActiveSet(AbstractCodingSolver):
         excess = sig.c - sig.lam
         if op.atom_mask is not None:
             excess = jnp.where(op.atom_mask, excess, -jnp.inf)
-        top, top_idx = jax.lax.top_k(excess, m)
-        screened = jnp.zeros(k, bool).at[top_idx].set(top > 0)
+        screened = largest(excess, m) & (excess > 0)
         warm = jnp.any(codes > 0)
         passive = jnp.where(warm, codes > 0, screened)
         zero = jnp.zeros((), codes.dtype)
@@ -154,6 +164,7 @@ class ActiveSet(AbstractCodingSolver):
             best=jnp.asarray(k + 1, jnp.int32),
             tries=jnp.asarray(self.full_exchanges, jnp.int32),
             lawson_hanson=jnp.asarray(False),
+            demand=jnp.sum(passive).astype(jnp.int32),
         )
 
     def _solve(self, op, sig, passive, size):
@@ -196,14 +207,14 @@ class ActiveSet(AbstractCodingSolver):
         improved = n_inf < state.best
         kept = passive & ~drop
         done = n_inf == 0
-        if self.last_stage:  # additions beyond the buffer wait, the largest first
-            room = size - jnp.sum(kept)
-            worst = jnp.max(jnp.where(violated, excess, 0.0))
-            add = jnp.where(jnp.sum(violated) > room, violated & (excess >= 0.5 * worst), violated)
-            bpp_passive = kept | _first(add, room)
-        else:  # a passive set beyond the buffer moves the signal on to the next stage
-            bpp_passive = kept | violated
-        bpp_passive = jnp.where(done, passive, bpp_passive)
+        # Additions beyond the buffer wait, the largest first; a signal whose kept support fills
+        # the buffer while atoms still violate moves on to the next stage (`demand`), so the
+        # buffer follows the support, not the size of one exchange.
+        room = size - jnp.sum(kept)
+        worst = jnp.max(jnp.where(violated, excess, 0.0))
+        add = jnp.where(jnp.sum(violated) > room, violated & (excess >= 0.5 * worst), violated)
+        bpp_passive = jnp.where(done, passive, kept | _first(add, room))
+        bpp_blocked = jnp.any(violated) & (room <= 0)
         # out of tries: switch to Lawson-Hanson from max(z, 0) for good
         to_lh = ~state.lawson_hanson & ~done & ~improved & (state.tries <= 0)
 
@@ -219,15 +230,18 @@ class ActiveSet(AbstractCodingSolver):
         moved = jnp.where(keep, moved, 0.0)
         full = alpha >= 1.0  # then moved = max(z, 0) = z and g(z) is the current gradient
         best_atom = jnp.argmax(jnp.where(violated, excess, -jnp.inf))
-        room_lh = (jnp.sum(keep) < size) | (not self.last_stage)
+        room_lh = jnp.sum(keep) < size
         lh_add = full & jnp.any(violated) & room_lh
         lh_passive = keep | (lh_add & (jnp.arange(k) == best_atom))
+        lh_blocked = full & jnp.any(violated) & ~room_lh
 
         lh = state.lawson_hanson
         z_plus = jnp.maximum(z, 0.0)
+        new_passive = jnp.where(lh, lh_passive, jnp.where(to_lh, z_plus > 0, bpp_passive))
+        blocked = jnp.where(lh, lh_blocked, ~to_lh & bpp_blocked)
         return _ActiveSetState(
             a=jnp.where(lh, moved, z_plus),
-            passive=jnp.where(lh, lh_passive, jnp.where(to_lh, z_plus > 0, bpp_passive)),
+            passive=new_passive,
             g=g,
             r_sq=r_sq,
             exact=~jnp.any(passive & (z < 0)) & (~lh | full),
@@ -236,6 +250,7 @@ class ActiveSet(AbstractCodingSolver):
                 jnp.int32
             ),
             lawson_hanson=lh | to_lh,
+            demand=(jnp.sum(new_passive) + blocked).astype(jnp.int32),
         )
 
     def codes(self, state):

@@ -33,6 +33,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .._compensated import combination, two_sum
 from .._objective import Certificate, CertificateBound, gamma, primal_from_terms
 from ._problem import DictionaryOperator, Signal, ridged_support_system
+from ._select import largest_indices
 
 
 def compensated_size(k: int, d: int) -> int:
@@ -115,8 +116,8 @@ def compensated_terms(
     # every gathered atom gets compensated correlations (they cost the same for all `size`):
     # the support first, then the atoms closest to the dual constraint, which a polish step
     # may push over it
-    top, idx = jax.lax.top_k(priority, size)
-    chosen = top > -jnp.inf
+    idx = largest_indices(priority, size)
+    chosen = priority[idx] > -jnp.inf
     use = chosen & (a[idx] > 0)
     r_hi, r_lo, eps = _residual(op, sig, a, jnp.zeros_like(a), idx, use)
     hi, tail, beta = _correlations(op.D[idx].astype(sig.x.dtype), r_hi, r_lo, eps)

@@ -409,7 +409,8 @@ def sparse_code(
             `ActiveSet(min_support=64)`. How the default is chosen: `"active_set"` on every
             device and shape, because it was the fastest of the three to a relative gap of 1e-6
             on every problem measured (CPU, `benchmarks/results/coding_*.md`): 50 FISTA steps
-            (dense products), then exact support solves in buffers of 32, 64, ... slots, min(k,
+            (dense products; none when k > 8d, where screening by the correlations is cheaper),
+            then exact support solves in buffers of 32, 64, ... slots, min(k,
             d + 1) at most; on a CPU the signals go through in cache-sized chunks and the few
             that need more than 8 steps are finished together. Accelerators have not been
             measured yet.
