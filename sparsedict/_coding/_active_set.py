@@ -13,8 +13,13 @@ $y = \lambda - g$ with the correlations $g = D(x - aD)$. Block principal pivotin
    with one dense product ($g = c - zG$, or $D(x - zD)$ when $k > 2d$);
 3. exchanges all of $V$ while the number of infeasibilities keeps falling (or for
    `full_exchanges` more tries); after that it falls back, for good, to Lawson–Hanson from
-   $\max(z, 0)$ (feasible steps toward $z$, dropping the blocking atoms, one addition after each
-   full step), whose finite termination does not depend on the buffer being large.
+   $\max(z, 0)$ (feasible steps toward $z$, dropping the blocking atoms, additions after each
+   full step), whose finite termination does not depend on the buffer being large. A full step
+   adds up to `lawson_hanson_adds` violators (those within half of the largest $g_j - \lambda$)
+   while the objective at full steps keeps falling, then one at a time for good: until then no
+   passive set recurs at a full step (each is the unique minimiser on its set, at a strictly
+   lower objective), and classic Lawson–Hanson terminates from any feasible point. On correlated
+   dictionaries (8x8 image patches) the additions took the slowest signals from 101 to 89 steps.
 
 When $V$ is empty, $z$ satisfies the KKT conditions up to the rounding of one Cholesky solve, so
 gaps reach machine precision. The step keeps $g(z)$ and $\|x - zD\|^2$, so the certificate of a
@@ -34,8 +39,11 @@ support of `warm_start_steps` FISTA steps from the given codes (dense products, 
 device; measured from zero codes: with 50 steps most signals finish in one or two exact solves,
 while screening alone needs 4 to 9 solves on average). With `warm_start_steps=0`: a warm start's
 own support, or from zero codes, screening with the correlations (the `start_support` atoms with
-the largest $c_j - \lambda > 0$). A signal starts in the first stage whose buffer holds its
-starting support. The codes reported mid-way are $\max(z, 0)$.
+the largest $c_j - \lambda > 0$; after FISTA steps that leave zero codes, the most correlated
+atom: a top-k on a CPU costs more than the 50 FISTA steps). For a float64 solve the FISTA steps
+run in float32 (only their support is used; half the cost of float64 products on a CPU). A
+signal starts in the first stage whose buffer holds its starting support. The codes reported
+mid-way are $\max(z, 0)$.
 """
 
 import dataclasses
@@ -64,7 +72,9 @@ class _ActiveSetState(NamedTuple):
     exact: Bool[Array, ""]  # z >= 0 on F (so a = z and g, r_sq are those of a)
     best: Int[Array, ""]  # fewest infeasibilities seen so far
     tries: Int[Array, ""]  # full exchanges left without progress before Lawson-Hanson
-    lawson_hanson: Bool[Array, ""]  # fallback mode: feasible steps, one addition at a time
+    lawson_hanson: Bool[Array, ""]  # fallback mode: feasible steps toward z
+    lh_objective: Float[Array, ""]  # objective at the last full Lawson-Hanson step
+    lh_many: Bool[Array, ""]  # several additions per full step (until the objective stalls)
 
 
 def _products_with_d(op):
@@ -75,9 +85,36 @@ def _products_with_d(op):
     return DictionaryOperator(D=op.D, gram=None, atom_mask=op.atom_mask, lipschitz=op.lipschitz)
 
 
+def _start_problem(op, sig):
+    """The operator and signal of the FISTA start: correlations from D when cheaper
+    (`_products_with_d`), and in float32 for a float64 solve whose D is stored in float64 or
+    float32 (only the start's support is used; float32 products cost half as much on a CPU)."""
+    fast = _products_with_d(op)
+    work = sig.x.dtype
+    if work != jnp.float64 or fast.D.dtype not in (jnp.float64, jnp.float32):
+        return fast, sig
+    f32 = jnp.float32
+    fast = DictionaryOperator(
+        D=fast.D.astype(f32),
+        gram=None if fast.gram is None else fast.gram.astype(f32),
+        atom_mask=fast.atom_mask,
+        lipschitz=(fast.lipschitz * (1 + 1e-6)).astype(f32),  # never below the float64 one
+    )
+    return fast, jax.tree_util.tree_map(lambda v: v.astype(f32), sig)
+
+
 def _first(mask, count):
     """The first `count` true entries of `mask`."""
     return mask & (jnp.cumsum(mask) <= count)
+
+
+def _lh_additions(violated, excess, many, count):
+    """The violators a Lawson-Hanson full step adds: the largest, or with `many` up to `count` of
+    those within half of the largest (a sort would cost more than the step's solve)."""
+    ranked = jnp.where(violated, excess, -jnp.inf)
+    worst = jnp.max(ranked)
+    best = jnp.arange(ranked.shape[0]) == jnp.argmax(ranked)
+    return violated & jnp.where(many, _first(ranked >= 0.5 * worst, count), best)
 
 
 def _full_size(op, max_support):
@@ -101,6 +138,8 @@ class ActiveSet(AbstractCodingSolver):
     # without it they stall near 1e-14 and the solve is ~6% cheaper).
     refine: bool = True
     check_every: int = 1
+    # Lawson-Hanson adds up to this many of the largest violators per full step (1: classic)
+    lawson_hanson_adds: int = 8
     # The buffer of this stage (set by `stages`; None: the last buffer).
     support: int | None = None
     last_stage: bool = True
@@ -130,18 +169,22 @@ class ActiveSet(AbstractCodingSolver):
             # the loop runs for the most any signal of the batch needs: none when all are warm.
             nnz = jnp.sum(codes > 0)
             fits = (nnz > 0) & (nnz <= min(self.min_support, self._size(op)))
-            fista, fast = FISTA(), _products_with_d(op)
-            state = fista.init(fast, sig, codes)
+            fista, (fast, fast_sig) = FISTA(), _start_problem(op, sig)
+            state = fista.init(fast, fast_sig, codes.astype(fast_sig.x.dtype))
             steps = jnp.where(fits, 0, self.warm_start_steps)
-            state = jax.lax.fori_loop(0, steps, lambda _, s: fista.step(fast, sig, s), state)
-            codes = jnp.where(fits, codes, fista.codes(state))
-        # Screening: the atoms most correlated with x beyond lam.
-        m = min(k, self.start_support or min(self.min_support, self._size(op)))
+            state = jax.lax.fori_loop(0, steps, lambda _, s: fista.step(fast, fast_sig, s), state)
+            codes = jnp.where(fits, codes, fista.codes(state).astype(codes.dtype))
         excess = sig.c - sig.lam
         if op.atom_mask is not None:
             excess = jnp.where(op.atom_mask, excess, -jnp.inf)
-        top, top_idx = jax.lax.top_k(excess, m)
-        screened = jnp.zeros(k, bool).at[top_idx].set(top > 0)
+        if self.warm_start_steps > 0:
+            # zero codes after the FISTA steps: the most correlated atom, as homotopy starts (a
+            # top-k screening costs more than the FISTA steps' products on a CPU)
+            screened = (jnp.arange(k) == jnp.argmax(excess)) & (excess > 0)
+        else:  # screening: the atoms most correlated with x beyond lam
+            m = min(k, self.start_support or min(self.min_support, self._size(op)))
+            top, top_idx = jax.lax.top_k(excess, m)
+            screened = jnp.zeros(k, bool).at[top_idx].set(top > 0)
         warm = jnp.any(codes > 0)
         passive = jnp.where(warm, codes > 0, screened)
         zero = jnp.zeros((), codes.dtype)
@@ -154,6 +197,8 @@ class ActiveSet(AbstractCodingSolver):
             best=jnp.asarray(k + 1, jnp.int32),
             tries=jnp.asarray(self.full_exchanges, jnp.int32),
             lawson_hanson=jnp.asarray(False),
+            lh_objective=jnp.full((), jnp.inf, codes.dtype),
+            lh_many=jnp.asarray(self.lawson_hanson_adds > 1),
         )
 
     def _solve(self, op, sig, passive, size):
@@ -180,7 +225,6 @@ class ActiveSet(AbstractCodingSolver):
 
     def step(self, op, sig, state):
         size = self._size(op)
-        k = state.a.shape[0]
         eps = jnp.finfo(state.a.dtype).eps
         passive = _first(state.passive, size)  # a warm start larger than the last buffer
         z = self._solve(op, sig, passive, size)
@@ -218,13 +262,16 @@ class ActiveSet(AbstractCodingSolver):
         keep = passive & (moved > 0) & ~(negative & (ratio <= alpha))
         moved = jnp.where(keep, moved, 0.0)
         full = alpha >= 1.0  # then moved = max(z, 0) = z and g(z) is the current gradient
-        best_atom = jnp.argmax(jnp.where(violated, excess, -jnp.inf))
-        room_lh = (jnp.sum(keep) < size) | (not self.last_stage)
-        lh_add = full & jnp.any(violated) & room_lh
-        lh_passive = keep | (lh_add & (jnp.arange(k) == best_atom))
-
         lh = state.lawson_hanson
         z_plus = jnp.maximum(z, 0.0)
+        # several additions while the objective at full steps keeps falling, then one at a time
+        objective = 0.5 * r_sq + sig.lam * jnp.sum(z_plus)
+        many = state.lh_many & (~full | (objective < state.lh_objective))
+        lh_add = _lh_additions(violated, excess, many, self.lawson_hanson_adds)
+        if self.last_stage:  # additions beyond the buffer wait
+            lh_add = _first(lh_add, size - jnp.sum(keep))
+        lh_passive = keep | (full & lh_add)
+
         return _ActiveSetState(
             a=jnp.where(lh, moved, z_plus),
             passive=jnp.where(lh, lh_passive, jnp.where(to_lh, z_plus > 0, bpp_passive)),
@@ -236,6 +283,8 @@ class ActiveSet(AbstractCodingSolver):
                 jnp.int32
             ),
             lawson_hanson=lh | to_lh,
+            lh_objective=jnp.where(lh & full, objective, state.lh_objective),
+            lh_many=jnp.where(lh, many, state.lh_many),
         )
 
     def codes(self, state):
