@@ -430,3 +430,23 @@ def test_float64_start_runs_in_float32(rng):
         assert fast.D.dtype == start and fast_sig.c.dtype == start
         assert fast.gram is None  # k > 2d: correlations from D
         assert float(fast.lipschitz) >= float(op.lipschitz)  # FISTA's step stays below 1/L
+
+
+def test_lawson_hanson_starts_from_the_start_codes(rng):
+    # Out of exchange tries, the fallback starts from the (feasible) starting codes.
+    from sparsedict._coding._driver import make_operator
+    from sparsedict._coding._problem import signals
+
+    X, D = _correlated_problem(rng, n=1)
+    lam = 0.02 * np.abs(X @ D.T).max()
+    op = make_operator(jnp.asarray(D), None, True)
+    sig = jax.tree_util.tree_map(lambda v: v[0], signals(jnp.asarray(X), op, jnp.full(1, lam)))
+    solver = sd.ActiveSet(full_exchanges=0).stages(op)[-1]
+    state = solver.init(op, sig, jnp.zeros(D.shape[0]))
+    assert bool(jnp.any(state.start > 0))
+    # out of tries, no progress possible (best = 0), and some index infeasible at the start
+    stuck = state._replace(tries=jnp.asarray(0, jnp.int32), best=jnp.asarray(0, jnp.int32))
+    new = solver.step(op, sig, stuck)
+    assert bool(new.lawson_hanson) and not bool(new.exact)
+    np.testing.assert_array_equal(new.a, state.start)
+    np.testing.assert_array_equal(new.passive, state.start > 0)
