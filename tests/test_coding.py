@@ -362,3 +362,91 @@ def test_compaction_equals_solving_each_signal_alone(rng, solver):
         assert abs(int(alone.steps) - steps[i]) <= every
         np.testing.assert_allclose(batch.codes[i], alone.codes, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(batch.codes, reference_codes(X, D, lam), atol=CODES_F64)
+
+
+def _correlated_problem(rng, n=24, d=16, k=48):
+    # atoms around a few common directions (as image-patch dictionaries): block pivoting cycles
+    centres = unit_rows(rng.standard_normal((4, d)))
+    D = unit_rows(centres[rng.integers(0, 4, k)] + 0.3 * rng.standard_normal((k, d)))
+    A = (rng.random((n, k)) < 0.3) * rng.uniform(0.5, 2.0, (n, k))
+    return A @ D + 0.05 * rng.standard_normal((n, d)), D
+
+
+@pytest.mark.parametrize("adds", [1, 8])
+def test_lawson_hanson_with_several_additions_is_exact(rng, adds):
+    # No block exchange without progress: Lawson-Hanson from the first non-improving step.
+    X, D = _correlated_problem(rng)
+    lam = 0.02 * np.abs(X @ D.T).max()
+    solver = sd.ActiveSet(full_exchanges=0, lawson_hanson_adds=adds, min_support=4)
+    res = solve(X, D, lam, solver)
+    assert bool(res.converged.all())
+    assert np.all(res.relative_gap <= GAP_F64)
+    np.testing.assert_allclose(res.codes, reference_codes(X, D, lam), atol=CODES_F64)
+
+
+def test_lawson_hanson_additions():
+    from sparsedict._coding._active_set import _lh_additions
+
+    excess = jnp.array([0.9, -1.0, 0.2, 1.0, 0.6, 0.5, 0.7])
+    violated = excess > 0
+    one = _lh_additions(violated, excess, jnp.asarray(False), 8)
+    np.testing.assert_array_equal(one, excess == 1.0)  # the largest violator only
+    many = _lh_additions(violated, excess, jnp.asarray(True), 8)
+    np.testing.assert_array_equal(many, excess >= 0.5)  # within half of the largest
+    capped = _lh_additions(violated, excess, jnp.asarray(True), 2)
+    assert int(capped.sum()) == 2 and bool(jnp.all(excess[capped] >= 0.5))
+
+
+def test_lawson_hanson_adds_one_atom_once_the_objective_stalls(rng):
+    # A full Lawson-Hanson step whose objective is not below the last one (here: -inf) adds a
+    # single atom and switches to one addition at a time for good (finite termination).
+    from sparsedict._coding._driver import make_operator
+    from sparsedict._coding._problem import signals
+
+    X, D = _correlated_problem(rng, n=1)
+    lam = 0.02 * np.abs(X @ D.T).max()
+    op = make_operator(jnp.asarray(D), None, True)
+    sig = jax.tree_util.tree_map(lambda v: v[0], signals(jnp.asarray(X), op, jnp.full(1, lam)))
+    solver = sd.ActiveSet(lawson_hanson_adds=8).stages(op)[-1]
+    state = solver.init(op, sig, jnp.zeros(D.shape[0]))
+    one_atom = state.passive & (jnp.arange(D.shape[0]) == jnp.argmax(sig.c))
+    state = state._replace(passive=one_atom, a=jnp.zeros(D.shape[0]), lawson_hanson=True)
+    free = solver.step(op, sig, state)  # full step (z > 0 on one atom), objective falls
+    assert bool(free.lh_many) and int(free.passive.sum()) > 2
+    stalled = solver.step(op, sig, state._replace(lh_objective=jnp.asarray(-jnp.inf)))
+    assert not bool(stalled.lh_many) and int(stalled.passive.sum()) == 2
+
+
+def test_float64_start_runs_in_float32(rng):
+    from sparsedict._coding._active_set import _start_problem
+    from sparsedict._coding._driver import make_operator
+    from sparsedict._coding._problem import signals
+
+    X, D = random_problem(rng, n=4, d=8, k=40)
+    for dtype, start in ((jnp.float64, jnp.float32), (jnp.float32, jnp.float32)):
+        op = make_operator(jnp.asarray(D, dtype), None, True)
+        sig = signals(jnp.asarray(X, dtype), op, jnp.full(4, 0.1, dtype))
+        fast, fast_sig = _start_problem(op, sig)
+        assert fast.D.dtype == start and fast_sig.c.dtype == start
+        assert fast.gram is None  # k > 2d: correlations from D
+        assert float(fast.lipschitz) >= float(op.lipschitz)  # FISTA's step stays below 1/L
+
+
+def test_lawson_hanson_starts_from_the_start_codes(rng):
+    # Out of exchange tries, the fallback starts from the (feasible) starting codes.
+    from sparsedict._coding._driver import make_operator
+    from sparsedict._coding._problem import signals
+
+    X, D = _correlated_problem(rng, n=1)
+    lam = 0.02 * np.abs(X @ D.T).max()
+    op = make_operator(jnp.asarray(D), None, True)
+    sig = jax.tree_util.tree_map(lambda v: v[0], signals(jnp.asarray(X), op, jnp.full(1, lam)))
+    solver = sd.ActiveSet(full_exchanges=0).stages(op)[-1]
+    state = solver.init(op, sig, jnp.zeros(D.shape[0]))
+    assert bool(jnp.any(state.start > 0))
+    # out of tries, no progress possible (best = 0), and some index infeasible at the start
+    stuck = state._replace(tries=jnp.asarray(0, jnp.int32), best=jnp.asarray(0, jnp.int32))
+    new = solver.step(op, sig, stuck)
+    assert bool(new.lawson_hanson) and not bool(new.exact)
+    np.testing.assert_array_equal(new.a, state.start)
+    np.testing.assert_array_equal(new.passive, state.start > 0)
