@@ -397,9 +397,9 @@ def test_lawson_hanson_additions():
     assert int(capped.sum()) == 2 and bool(jnp.all(excess[capped] >= 0.5))
 
 
-def test_lawson_hanson_adds_one_atom_once_the_objective_stalls(rng):
-    # A full Lawson-Hanson step whose objective is not below the last one (here: -inf) adds a
-    # single atom and switches to one addition at a time for good (finite termination).
+def _one_correlated_signal(rng):
+    """The dictionary, its operator (with the Gram matrix) and one signal of
+    `_correlated_problem`, at lam = 0.02 max |x . d_k|: the state-level Lawson-Hanson tests."""
     from sparsedict._coding._driver import make_operator
     from sparsedict._coding._problem import signals
 
@@ -407,6 +407,13 @@ def test_lawson_hanson_adds_one_atom_once_the_objective_stalls(rng):
     lam = 0.02 * np.abs(X @ D.T).max()
     op = make_operator(jnp.asarray(D), None, True)
     sig = jax.tree_util.tree_map(lambda v: v[0], signals(jnp.asarray(X), op, jnp.full(1, lam)))
+    return D, op, sig
+
+
+def test_lawson_hanson_adds_one_atom_once_the_objective_stalls(rng):
+    # A full Lawson-Hanson step whose objective is not below the last one (here: -inf) adds a
+    # single atom and switches to one addition at a time for good (finite termination).
+    D, op, sig = _one_correlated_signal(rng)
     solver = sd.ActiveSet(lawson_hanson_adds=8).stages(op)[-1]
     state = solver.init(op, sig, jnp.zeros(D.shape[0]))
     one_atom = state.passive & (jnp.arange(D.shape[0]) == jnp.argmax(sig.c))
@@ -434,13 +441,7 @@ def test_float64_start_runs_in_float32(rng):
 
 def test_lawson_hanson_starts_from_the_start_codes(rng):
     # Out of exchange tries, the fallback starts from the (feasible) starting codes.
-    from sparsedict._coding._driver import make_operator
-    from sparsedict._coding._problem import signals
-
-    X, D = _correlated_problem(rng, n=1)
-    lam = 0.02 * np.abs(X @ D.T).max()
-    op = make_operator(jnp.asarray(D), None, True)
-    sig = jax.tree_util.tree_map(lambda v: v[0], signals(jnp.asarray(X), op, jnp.full(1, lam)))
+    D, op, sig = _one_correlated_signal(rng)
     solver = sd.ActiveSet(full_exchanges=0).stages(op)[-1]
     state = solver.init(op, sig, jnp.zeros(D.shape[0]))
     assert bool(jnp.any(state.start > 0))

@@ -563,5 +563,14 @@ def train_sae(
 
 
 # the run options train_sae forwards: learn_dictionary's signature is their one home
-_RUN_OPTIONS = ("eval_size", "checkpoint", "shuffle", "shuffle_seed", "prefetch", "verbose")
-_RUN_DEFAULTS = check.keyword_defaults(learn_dictionary, (*_RUN_OPTIONS, "progress", "devices"))
+_RUN_OPTIONS = (
+    "eval_size",
+    "checkpoint",
+    "shuffle",
+    "shuffle_seed",
+    "prefetch",
+    "verbose",
+    "progress",
+    "devices",
+)
+_RUN_DEFAULTS = check.keyword_defaults(learn_dictionary, _RUN_OPTIONS)
