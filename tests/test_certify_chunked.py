@@ -15,6 +15,7 @@ from sparsedict.optimality._chunked import (
     block_ratio_matrix_free,
     certify_chunked,
     plan_certify,
+    splitting_matrix_free,
 )
 
 TIGHT = 1e-10  # float64, the same sums taken in a different order
@@ -75,6 +76,87 @@ def test_matrix_free_block_test_equals_dense(seed):
     some, _ = block_ratio_matrix_free(cert, D, lam, atoms=chosen, iterations=150)
     np.testing.assert_allclose(some[chosen], np.asarray(ref.atoms.block_ratio)[chosen], rtol=1e-8)
     assert np.all(np.isnan(np.delete(some, chosen)))
+
+
+def _weights(n, seed):
+    """Nonuniform weights with some exact zeros (those signals drop out of every sum)."""
+    rng = np.random.default_rng(100 + seed)
+    w = rng.uniform(0.1, 3.0, n)
+    w[rng.choice(n, n // 10, replace=False)] = 0.0
+    return w
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matrix_free_splitting_equals_dense(seed, tmp_path):
+    """The matrix-free splitting slope (pairs and segment sums) against the dense L1-PCA of
+    `residuals`, with nonuniform weights read from a memory-mapped .npy."""
+    X, D, b = _problem(n=240, d=9, k=14, seed=seed)
+    lam = 0.3
+    w = _weights(X.shape[0], seed)
+    Xc = X - b
+    ref = optimality.residuals(Xc, D, sparse_code(Xc, D, lam).codes, lam, weights=w)
+    np.save(tmp_path / "w.npy", w)
+    w_file = np.load(tmp_path / "w.npy", mmap_mode="r")
+    cert = certify_chunked(X, D, lam, center=b, weights=w_file, chunk_size=70, keep_residuals=True)
+    S, u = splitting_matrix_free(cert, D, iterations=150)
+    S_ref = np.asarray(ref.atoms.split_strength)
+    u_ref = np.asarray(ref.atoms.split_direction)
+    assert np.any(S_ref > 0)
+    np.testing.assert_allclose(S, S_ref, rtol=TIGHT, atol=TIGHT * np.max(S_ref))
+    used = S_ref > 0
+    sign = np.sign(np.sum(u[used] * u_ref[used], axis=1))[:, None]
+    np.testing.assert_allclose(sign * u[used], u_ref[used], atol=1e-8)
+    np.testing.assert_allclose(u[~used], 0.0)
+    chosen = [2, 5]
+    some, _ = splitting_matrix_free(cert, D, atoms=chosen, iterations=150)
+    np.testing.assert_allclose(some[chosen], S_ref[chosen], rtol=TIGHT)
+    assert np.all(np.isnan(np.delete(some, chosen)))
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_weighted_chunked_equals_in_memory(seed):
+    """Nonuniform weights: the chunked report (first order, block ratio, splitting) equals the
+    in-memory `residuals(..., weights=w)`."""
+    X, D, b = _problem(n=200, d=8, k=12, seed=seed)
+    lam = 0.3
+    w = _weights(X.shape[0], seed)
+    Xc = X - b
+    ref = optimality.residuals(Xc, D, sparse_code(Xc, D, lam).codes, lam, weights=w)
+    got = certify_chunked(
+        X, D, lam, center=b, weights=w, chunk_size=64, second_order=True, iterations=150
+    ).report
+    for name in ("mass", "gradient", "riemannian_gradient", "gradient_norm", "multiplier",
+                 "constraint", "relative_constraint", "alignment", "dead", "block_ratio",
+                 "split_strength"):  # fmt: skip
+        want = np.asarray(getattr(ref.atoms, name), float)
+        np.testing.assert_allclose(
+            np.asarray(getattr(got.atoms, name), float),
+            want,
+            rtol=1e-8 if name == "block_ratio" else 0,  # eigenvalue by subspace iteration
+            atol=TIGHT * max(1.0, float(np.max(np.abs(want)))),
+            err_msg=name,
+        )
+    assert abs(float(got.objective) - float(ref.objective)) < TIGHT
+    assert int(got.free_atom.signal) == int(ref.free_atom.signal)
+    for name in ("ratio", "slope"):
+        assert float(getattr(got.free_atom, name)) == pytest.approx(
+            float(getattr(ref.free_atom, name)), abs=TIGHT
+        )
+
+
+@pytest.mark.parametrize(
+    ("weights", "match"),
+    [
+        (np.ones(5), r"weights must have one value per signal, shape \(333,\)"),
+        (np.r_[np.ones(332), np.nan], "weights must be finite"),
+        (np.r_[np.ones(332), -1.0], "weights must be nonnegative"),
+        (np.zeros(333), "weights must have a positive sum"),
+    ],
+)
+def test_chunked_weights_are_validated(weights, match):
+    X, D, _ = _problem()
+    with pytest.raises(ValueError, match=match):
+        certify_chunked(X, D, 0.3, weights=weights, chunk_size=100)
 
 
 def test_memory_plan_refuses():

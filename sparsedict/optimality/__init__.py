@@ -22,6 +22,7 @@ from ._chunked import MemoryPlan as MemoryPlan
 from ._chunked import block_ratio_matrix_free as block_ratio_matrix_free
 from ._chunked import certify_chunked as certify_chunked
 from ._chunked import plan_certify as plan_certify
+from ._chunked import splitting_matrix_free as splitting_matrix_free
 from ._exchange import ExchangeReport as ExchangeReport
 from ._exchange import exchange as exchange
 from ._local_test import LocalTest as LocalTest
@@ -52,6 +53,7 @@ __all__ = [
     "objective",
     "plan_certify",
     "residuals",
+    "splitting_matrix_free",
 ]
 
 
