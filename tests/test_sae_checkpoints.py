@@ -308,6 +308,12 @@ def test_run_certify_sae_json_plot_and_exit_status(trained, tmp_path):
         float(ref.stationary_residual), rel=1e-8
     )
     assert len(report["per_atom"]["relative_constraint"]) == 16
+    for name in ("block_ratio", "split_strength"):  # the matrix-free THEORY 4.1, 4.2 tests
+        want = np.asarray(getattr(ref.atoms, name))
+        np.testing.assert_allclose(
+            report["per_atom"][name], want, rtol=1e-8, atol=1e-10 * np.max(want), err_msg=name
+        )
+    assert s["max_split_strength"] == pytest.approx(float(np.max(ref.atoms.split_strength)))
     assert s["amortisation_gap"] == pytest.approx(float(t.amortisation_gap), rel=1e-8)
     assert {"explained_variance", "mse", "l0", "dead_latents", "unused_atoms", "cossim"} <= set(s)
     assert os.path.getsize(tmp_path / "r.png") > 0

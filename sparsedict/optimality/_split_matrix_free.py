@@ -56,7 +56,10 @@ def _orthonormal(U, D):
 def _split(R, D, pairs, Q, iterations):
     """`(S (k,), u (k, d))` from the start blocks `Q` (k, d, b)."""
     Q = jax.lax.fori_loop(
-        0, iterations, lambda _, Q: _orthonormal(_pair_sum(R, D, pairs, Q, False), D), _orthonormal(Q, D)
+        0,
+        iterations,
+        lambda _, Q: _orthonormal(_pair_sum(R, D, pairs, Q, False), D),
+        _orthonormal(Q, D),
     )
     H = jnp.einsum("kdb,kdc->kbc", Q, _pair_sum(R, D, pairs, Q, False))
     ritz = jnp.linalg.eigh(0.5 * (H + jnp.swapaxes(H, 1, 2)))[1][:, :, -1]

@@ -8,7 +8,7 @@ import os
 import jax
 import numpy as np
 
-from ..optimality._chunked import block_ratio_matrix_free, certify_chunked, plan_certify
+from ..optimality._chunked import certify_chunked, plan_certify, with_second_order
 from ..optimality._report import format_report
 from ..streaming import load_array
 from ._formats import load_sae
@@ -85,7 +85,8 @@ def run_certify_sae(
 
     `lam` (explicit) wins over `target_l0` (the lam whose exact codes have that mean L0, found
     on the first `l0_sample` signals), which wins over the checkpoint's implied lam. With
-    `second_order`, the block test runs matrix-free on every atom, or on `atoms` only.
+    `second_order`, the block and splitting tests (THEORY 4.1, 4.2) run matrix-free on every
+    atom, or on `atoms` only (NaN elsewhere in the JSON).
     `max_support` caps the active-set solver's support buffer (default `min(k, d + 1)`): much
     faster for wide SAEs, and a signal whose exact support does not fit shows in its gap.
     """
@@ -140,18 +141,18 @@ def run_certify_sae(
     except MemoryError as e:
         out(f"error: {e}")
         return 2
-    report = cert.report
-    block = None
+    block = split = None
     if second_order:
-        block, _ = block_ratio_matrix_free(
-            cert,
-            D,
-            lam,
-            atoms=atoms,
-            iterations=iterations,
+        cert = with_second_order(cert, D, lam, atoms=atoms, iterations=iterations)
+        block = cert.report.atoms.block_ratio
+        split = cert.report.atoms.split_strength
+        atoms_report = dataclasses.replace(
+            cert.report.atoms, block_ratio=np.nan_to_num(block), split_strength=np.nan_to_num(split)
         )
-        atoms_report = dataclasses.replace(report.atoms, block_ratio=np.nan_to_num(block))
-        report = dataclasses.replace(report, atoms=atoms_report)
+        cert = dataclasses.replace(
+            cert, report=dataclasses.replace(cert.report, atoms=atoms_report)
+        )
+    report = cert.report
     metrics = sae_metrics(X, sae, lam, cert, chunk_size=chunk_size)
     out(format_report(report))
     worst = float(report.stationary_residual)
@@ -183,6 +184,7 @@ def run_certify_sae(
                 "max_gap": float(np.max(report.signals.gap)),
                 "free_atom_ratio": float(report.free_atom.ratio),
                 "saddles": None if block is None else int(np.sum(np.nan_to_num(block) > 1)),
+                "max_split_strength": None if split is None else float(np.nanmax(split)),
                 **metrics.summary(),
             },
             "per_atom": {
@@ -194,6 +196,7 @@ def run_certify_sae(
                 "unused": a.dead,
                 "norm": sae.norms,
                 "block_ratio": block,
+                "split_strength": split,
                 **metrics.per_atom(),
             },
             "per_signal": {
