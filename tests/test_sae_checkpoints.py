@@ -113,6 +113,61 @@ def test_saelens_folder_matches_numpy_conversion(trained, tmp_path, dtype):
                                          rel=1e-12)  # fmt: skip
 
 
+def _numpy_gated_encode(x, stored):
+    """SAELens `GatedSAE.encode`, written here from its source: gate and magnitude paths."""
+    sae_in = x - stored["b_dec"]
+    active = (sae_in @ stored["W_enc"] + stored["b_gate"] > 0).astype(np.float64)
+    magnitude = sae_in @ (stored["W_enc"] * np.exp(stored["r_mag"])) + stored["b_mag"]
+    return active * np.maximum(magnitude, 0.0)
+
+
+def _write_saelens_gated(path, rng, d, k, norm="none"):
+    tensors = {
+        "W_enc": rng.standard_normal((d, k)) / np.sqrt(d),
+        "W_dec": rng.standard_normal((k, d)) * rng.uniform(0.5, 2.0, (k, 1)) / np.sqrt(d),
+        "b_dec": 0.3 * rng.standard_normal(d),
+        "b_gate": 0.2 * rng.standard_normal(k),
+        "b_mag": 0.2 * rng.standard_normal(k),
+        "r_mag": 0.3 * rng.standard_normal(k),
+    }
+    os.makedirs(path, exist_ok=True)
+    write_safetensors(os.path.join(path, "sae_weights.safetensors"), tensors)
+    cfg = _saelens_cfg(d, k, 0.7) | {"architecture": "gated", "dtype": "float64",
+                                      "normalize_activations": norm}  # fmt: skip
+    cfg["metadata"] |= {"training_architecture": "gated",
+                        "training_architecture_details": {"l1_coefficient": 0.7}}  # fmt: skip
+    with open(os.path.join(path, "cfg.json"), "w") as f:
+        json.dump(cfg, f)
+    return {k: np.asarray(v, np.float64) for k, v in read_safetensors(
+        os.path.join(path, "sae_weights.safetensors")).items()}  # fmt: skip
+
+
+def test_saelens_gated_folder_encodes_as_saelens(tmp_path):
+    """A gated SAELens folder (no b_enc; b_gate, b_mag, r_mag): the loaded encoder equals the
+    numpy gated encode, folded or not, and no lam is implied (the L1 is on the gate path)."""
+    rng = np.random.default_rng(7)
+    d, k = 10, 24
+    X = feature_mixture(n=300, d=d, seed=3, dtype=np.float64) + 0.5
+    stored = _write_saelens_gated(tmp_path / "folded", rng, d, k)
+    sae = load_sae(tmp_path / "folded")
+    assert sae.activation == "gated" and sae.lam is None
+    assert "no exact lasso lam" in sae.lam_convention
+    want = _numpy_gated_encode(X, stored)
+    assert 0.1 < np.mean(want > 0) < 0.9  # both paths matter: some gates closed, some open
+    np.testing.assert_allclose(sae.encode(X), want, rtol=0, atol=TIGHT)
+    np.testing.assert_allclose(sae.W_dec, stored["W_dec"], rtol=0, atol=TIGHT)
+    np.testing.assert_allclose(sae.b_dec, stored["b_dec"], rtol=0, atol=TIGHT)
+    # unfolded (trained on s x): loaded with scaling_factor=s, it reads raw activations
+    s = 1.7
+    stored = _write_saelens_gated(tmp_path / "unfolded", rng, d, k, "expected_average_only_in")
+    sae = load_sae(tmp_path / "unfolded", scaling_factor=s)
+    np.testing.assert_allclose(sae.encode(X), _numpy_gated_encode(s * X, stored), atol=TIGHT)
+    lines: list[str] = []
+    np.save(tmp_path / "X.npy", s * X)
+    assert run_certify_sae(tmp_path / "folded", tmp_path / "X.npy", out=lines.append) == 2
+    assert "no exact lasso lam" in lines[-1]
+
+
 def test_saelens_unfolded_scaling_needs_the_factor(trained, tmp_path):
     X, t = trained
     cfg = _saelens_cfg(10, 16, 0.3) | {"normalize_activations": "expected_average_only_in"}

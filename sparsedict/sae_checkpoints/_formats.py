@@ -10,6 +10,11 @@ Read from the libraries' own source (see docs/guides/sae-checkpoints.md for the 
   (`normalize_activations="expected_average_only_in"`, `s = sqrt(d) / E||x||`), folded into the
   saved weights at the end of training (`fold_activation_norm_scaling_factor`: `W_enc *= s`,
   `W_dec /= s`, `b_dec /= s`). Dividing the loss by `2 s^2` gives `lam = l1_coefficient / (2 s)`.
+  Gated (`sae_lens/saes/gated_sae.py`, `GatedSAE.encode`): no `b_enc`; `b_gate`, `b_mag`,
+  `r_mag` (k,); with `x' = x - b_dec`, `f = (x' W_enc + b_gate > 0) * relu(x' (W_enc *
+  exp(r_mag)) + b_mag)`. Its loss (`GatedTrainingSAE.calculate_aux_loss`) puts the L1
+  `l1_coefficient * sum_k relu(x' W_enc + b_gate)_k ||W_dec_k||` on the gate pre-activations, not
+  on the codes `f`, and adds an auxiliary reconstruction from the gate path: no lasso lam.
 - sparsify (`sparsify/sparse_coder.py`, `SparseCoder.save_to_disk`): `cfg.json` (with `d_in`,
   `k`, `activation`) + `sae.safetensors` with `encoder.weight` (k, d), `encoder.bias`, `W_dec`
   (k, d), `b_dec`; TopK on `relu(encoder(x - b_dec))`, loss FVU (no L1: lam = None).
@@ -68,7 +73,7 @@ def _saelens(path, scaling_factor):
         for k, v in read_safetensors(os.path.join(path, "sae_weights.safetensors")).items()
     }
     arch = cfg.get("architecture", "standard")
-    if arch not in ("standard", "topk", "jumprelu", "batchtopk"):
+    if arch not in ("standard", "topk", "jumprelu", "batchtopk", "gated"):
         raise ValueError(f"{path}: SAELens architecture {arch!r} is not supported")
     norm = cfg.get("normalize_activations", "none")
     if norm in ("constant_norm_rescale", "layer_norm"):
@@ -77,7 +82,18 @@ def _saelens(path, scaling_factor):
             "dictionary-learning objective; certify the normalised activations with a plain SAE"
         )
     W_enc, W_dec, b_dec = weights["W_enc"].T, weights["W_dec"], weights["b_dec"]
-    b_enc = weights.get("b_enc", np.zeros(W_dec.shape[0]))
+    gated = arch == "gated"
+    if gated:
+        missing = {"b_gate", "b_mag", "r_mag"} - set(weights)
+        if missing:
+            raise ValueError(f"{path}: a gated SAELens SAE needs {sorted(missing)}")
+        k = W_dec.shape[0]
+        for name in ("b_gate", "b_mag", "r_mag"):
+            if weights[name].shape != (k,):
+                raise ValueError(f"{path}: {name} has shape {weights[name].shape}, not ({k},)")
+        b_enc = weights["b_gate"]  # the gate path: W_enc with b_gate
+    else:
+        b_enc = weights.get("b_enc", np.zeros(W_dec.shape[0]))
     s = 1.0 if scaling_factor is None else float(scaling_factor)
     if norm == "expected_average_only_in":
         if scaling_factor is None:
@@ -92,6 +108,13 @@ def _saelens(path, scaling_factor):
     coef = cfg.get("l1_coefficient", details.get("l1_coefficient"))
     lp = cfg.get("lp_norm", details.get("lp_norm", 1.0))
     lam, convention = None, f"SAELens {arch}: no L1 term in the loss; pass lam or target_l0"
+    if gated:
+        convention = (
+            "SAELens gated: the L1 term acts on the gate pre-activations "
+            "(l1_coefficient * sum_k relu(x' W_enc + b_gate)_k ||W_dec_k||), not on the codes, "
+            "and an auxiliary gate-path reconstruction is added: no exact lasso lam; pass lam "
+            "or target_l0"
+        )
     if arch == "standard":
         if coef is None:
             convention = "SAELens standard: cfg.json has no l1_coefficient; pass lam"
@@ -108,6 +131,9 @@ def _saelens(path, scaling_factor):
     if threshold is not None and norm == "expected_average_only_in":
         threshold = threshold * s
     top_k = int(cfg["k"]) if arch in ("topk", "batchtopk") else None
+    magnitude = {}
+    if gated:  # W_enc is folded by s already; r_mag and b_mag are unchanged by the folding
+        magnitude = dict(W_mag=W_enc * np.exp(weights["r_mag"])[:, None], b_mag=weights["b_mag"])
     return _loaded(
         path,
         "W_dec",
@@ -123,6 +149,7 @@ def _saelens(path, scaling_factor):
         top_k=top_k,
         threshold=threshold,
         config=cfg,
+        **magnitude,
     )
 
 

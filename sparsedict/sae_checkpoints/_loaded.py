@@ -18,13 +18,17 @@ class LoadedSAE:
 
     Attributes:
         library: `"saelens"`, `"sparsify"`, `"dictionary_learning"` or `"sparsedict"`.
-        activation: `"relu"`, `"topk"`, `"batchtopk"` or `"jumprelu"`.
-        W_enc: encoder rows (k, d); pre-activations are $(x - c) W_{enc}^\top + b_{enc}$.
+        activation: `"relu"`, `"topk"`, `"batchtopk"`, `"jumprelu"` or `"gated"`.
+        W_enc: encoder rows (k, d); pre-activations are $(x - c) W_{enc}^\top + b_{enc}$ (for a
+            gated SAE: the gate path, $b_{enc}$ = `b_gate`).
         b_enc: (k,). b_dec: decoder bias (d,); the certificate centres the data by it.
         D: unit-norm atoms (k, d). norms: the stored decoder row norms $\rho_k$ (k,).
         subtract_b_dec: whether the encoder sees $x - b_{dec}$ ($c = b_{dec}$) or $x$ ($c = 0$).
         top_k: the number of latents a TopK coder keeps (None otherwise).
         threshold: JumpReLU thresholds (k,) or a BatchTopK inference threshold (scalar); None.
+        W_mag, b_mag: a gated SAE's magnitude path, rows $W_{enc,k} e^{r_{mag,k}}$ (k, d) and
+            $b_{mag}$ (k,): $f_k = [\pi^{gate}_k > 0]\,\max(0, (x - c) \cdot W_{mag,k} +
+            b_{mag,k})$. None otherwise.
         lam: $\lambda$ implied by the stored coefficient and the library's loss; None when the
             loss has no L1 term (TopK, JumpReLU): pass `lam` or a target L0 instead.
         lam_convention: how `lam` was derived, with the file and config fields used.
@@ -43,6 +47,8 @@ class LoadedSAE:
     lam_convention: str
     top_k: int | None = None
     threshold: np.ndarray | None = None
+    W_mag: np.ndarray | None = None
+    b_mag: np.ndarray | None = None
     config: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -66,6 +72,10 @@ class LoadedSAE:
         inputs = X - xp.asarray(self.b_dec, dtype) if self.subtract_b_dec else X
         pre = inputs @ W_enc.T + xp.asarray(self.b_enc, dtype)
         f = xp.maximum(pre, 0.0)
+        if self.activation == "gated":
+            assert self.W_mag is not None and self.b_mag is not None
+            magnitude = inputs @ xp.asarray(self.W_mag, dtype).T + xp.asarray(self.b_mag, dtype)
+            return xp.where(pre > 0, xp.maximum(magnitude, 0.0), 0.0)
         if self.activation == "jumprelu":
             return xp.where(pre > xp.asarray(self.threshold, dtype), f, 0.0)
         if self.activation == "batchtopk" and self.threshold is not None and self.threshold >= 0:
