@@ -299,6 +299,7 @@ def _certify_sae(args) -> int:
         target_l0=args.target_l0,
         json_path=args.json,
         plot_path=args.plot,
+        npz_path=args.npz,
         fail_above=args.fail_above,
         chunk_size=args.chunk_size,
         second_order=not args.first_order_only,
@@ -513,12 +514,17 @@ def main(argv=None) -> int:
         "--target-l0", "use the lam whose exact codes have this mean L0 (TopK SAEs)", type=float
     )
     sae_option("--json", "write every summary and per-atom array here")
+    sae_option(
+        "--npz",
+        "write every summary, per-atom and per-signal array (split directions too) to one "
+        "np.savez file, keys like per_atom/split_strength",
+    )
     sae_option("--plot", "per-atom stationarity against usage (PNG)")
     sae_option(
         "--fail-above", "exit 1 when the worst relative stationarity exceeds this", type=float
     )
     sae_option("--chunk-size", "signals per chunk", type=_count, default=1024)
-    sae_option("--first-order-only", "skip the block test", action="store_true")
+    sae_option("--first-order-only", "skip the block and splitting tests", action="store_true")
     sae_option("--max-support", "cap on the active-set support buffer", type=_count)
     sae_option(
         "--scaling-factor", "SAELens activation scaling s used in training (default 1)", type=float

@@ -1,5 +1,7 @@
 """The command line: user errors as one line naming the flag or file; `certify --sae`."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -98,10 +100,31 @@ def test_certify_sae_checkpoint_end_to_end(tmp_path, capsys):
     sd.save_sae(trained, tmp_path / "sae")
     np.save(tmp_path / "acts.npy", X)
     common = ["certify", "--sae", tmp_path / "sae", "--data", tmp_path / "acts.npy", "--float64"]
-    code, out, _ = run([*common, "--json", tmp_path / "r.json", "--chunk-size", "64"], capsys)
+    files = ["--json", tmp_path / "r.json", "--npz", tmp_path / "r.npz"]
+    code, out, _ = run([*common, *files, "--chunk-size", "64"], capsys)
     assert code == 0
     assert "l1_coefficient / (2 s)" in out  # the lam convention is printed
-    assert (tmp_path / "r.json").stat().st_size > 0
+    report = json.load(open(tmp_path / "r.json"))
+    # --npz round trip: every JSON array and summary, and the directions the JSON leaves out
+    with np.load(tmp_path / "r.npz") as saved:
+        for part in ("summary", "per_atom", "per_signal"):
+            for key, value in report[part].items():
+                if value is None:
+                    assert f"{part}/{key}" not in saved
+                    continue
+                want = np.asarray(value, dtype=float)  # JSON null (a NaN) becomes nan
+                got = saved[f"{part}/{key}"].astype(float)
+                np.testing.assert_array_equal(got, want, err_msg=f"{part}/{key}")
+        assert float(saved["lam"]) == report["lam"]
+        assert str(saved["sae/library"]) == report["sae"]["library"]
+        S, u = saved["per_atom/split_strength"], saved["per_atom/split_direction"]
+        assert u.shape == (6, 10)
+    stored = sd.sae_checkpoints.load_sae(tmp_path / "sae")  # the float32 weights as saved
+    ref = sd.optimality.certify(X - stored.b_dec, stored.D, report["lam"])
+    np.testing.assert_allclose(S, np.asarray(ref.atoms.split_strength), rtol=1e-8)
+    used = S > 0
+    cosine = np.abs(np.sum(u * np.asarray(ref.atoms.split_direction), axis=1))
+    np.testing.assert_allclose(cosine[used], 1.0, atol=1e-8)
     code, _, _ = run([*common, "--first-order-only", "--fail-above", "1e-12"], capsys)
     assert code == 1  # a 50-step SAE is far from stationary
 

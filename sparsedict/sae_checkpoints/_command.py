@@ -8,6 +8,7 @@ import os
 import jax
 import numpy as np
 
+from .._coding._active_set import ActiveSet
 from ..optimality._chunked import certify_chunked, plan_certify, with_second_order
 from ..optimality._report import format_report
 from ..streaming import load_array
@@ -38,6 +39,23 @@ def _jsonable(x):
     return np.where(np.isfinite(a), a, None).tolist() if a.ndim else float(a)
 
 
+def _flat(tree, prefix=""):
+    """`{"a": {"b": x}}` as `{"a/b": x}`, leaving out None."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}/"))
+        elif value is not None:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def write_npz(path, payload) -> None:
+    """Every array and summary of `payload` (nested dicts) in one `np.savez` file, keys joined by
+    `/` (`"per_atom/mass"`, `"summary/objective"`); strings and scalars as 0-d arrays."""
+    np.savez(path, **{key: np.asarray(value) for key, value in _flat(payload).items()})
+
+
 def _plot(path, usage, stationarity, block):
     import matplotlib
 
@@ -65,6 +83,7 @@ def run_certify_sae(
     target_l0=None,
     json_path=None,
     plot_path=None,
+    npz_path=None,
     fail_above=None,
     chunk_size: int = 1024,
     second_order: bool = True,
@@ -88,7 +107,10 @@ def run_certify_sae(
     `second_order`, the block and splitting tests (THEORY 4.1, 4.2) run matrix-free on every
     atom, or on `atoms` only (NaN elsewhere in the JSON).
     `max_support` caps the active-set solver's support buffer (default `min(k, d + 1)`): much
-    faster for wide SAEs, and a signal whose exact support does not fit shows in its gap.
+    faster for wide SAEs (the signals whose exact support does not fit are re-solved with the
+    full buffer). `json_path` gets the summary, per-atom and per-signal arrays; `npz_path` the
+    same and the larger arrays (split directions, gradients, the free-atom direction) in one
+    `np.savez` file with keys such as `"per_atom/split_strength"` (`write_npz`).
     """
     try:
         sae = load_sae(sae_path, scaling_factor=scaling_factor)
@@ -137,6 +159,7 @@ def run_certify_sae(
             chunk_size=chunk_size,
             keep_residuals=second_order,
             memory_limit=memory_limit,
+            solver="active_set" if max_support is None else ActiveSet(max_support=max_support),
         )
     except MemoryError as e:
         out(f"error: {e}")
@@ -165,7 +188,7 @@ def run_certify_sae(
         f"{metrics.mean_residual_norm:.3g}"
     )
     out(f"worst relative stationarity {worst:.3e}; certify took {cert.seconds:.1f} s")
-    if json_path is not None:
+    if json_path is not None or npz_path is not None:
         a = report.atoms
         payload = {
             "sae": {
@@ -210,9 +233,20 @@ def run_certify_sae(
         }
         per_atom: dict = payload["per_atom"]
         payload["per_atom"] = {k: v for k, v in per_atom.items() if v is not None}
-        with open(json_path, "w") as f:
-            json.dump(_jsonable(payload), f)
-        note(f"wrote {json_path}")
+        if json_path is not None:
+            with open(json_path, "w") as f:
+                json.dump(_jsonable(payload), f)
+            note(f"wrote {json_path}")
+        if npz_path is not None:  # with the arrays too large for the JSON
+            payload["per_atom"] |= {"split_direction": a.split_direction, "gradient": a.gradient}
+            payload["per_signal"] |= {"relative_gap": report.signals.relative_gap,
+                                      "primal": report.signals.primal,
+                                      "residual_norm": report.signals.residual_norm}  # fmt: skip
+            payload["free_atom"] = {"signal": report.free_atom.signal,
+                                    "direction": report.free_atom.direction,
+                                    "slope": report.free_atom.slope}  # fmt: skip
+            write_npz(npz_path, payload)
+            note(f"wrote {npz_path}")
     if plot_path is not None:
         _plot(plot_path, cert.usage, np.asarray(report.atoms.relative_constraint), block)
         note(f"wrote {plot_path}")
