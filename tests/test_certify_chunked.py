@@ -168,7 +168,8 @@ def test_memory_plan_refuses():
 
 @pytest.mark.slow
 def test_sae_scale_certify_in_a_memory_limited_subprocess(tmp_path):
-    """k = 8192, d = 256, first order and the matrix-free block test: the child's peak resident
+    """k = 8192, d = 256, first order and the matrix-free block and splitting tests: the child's
+    peak resident
     memory must stay under the limit that its memory plan is checked against. Memory does not
     grow with n (chunks of 512 signals), so CI runs n = 2048 (about 3 minutes on 2 cores);
     SPARSEDICT_FULL_SCALE=1 runs the issue's n = 16384 (about 20-40 minutes)."""
@@ -179,7 +180,8 @@ def test_sae_scale_certify_in_a_memory_limited_subprocess(tmp_path):
         import resource, numpy as np, jax
         jax.config.update("jax_enable_x64", True)
         from sparsedict import ActiveSet
-        from sparsedict.optimality._chunked import certify_chunked, block_ratio_matrix_free
+        from sparsedict.optimality._chunked import (
+            block_ratio_matrix_free, certify_chunked, splitting_matrix_free)
         rng = np.random.default_rng(0)
         d, k, n = 256, 8192, {n}
         D = rng.standard_normal((k, d)); D /= np.linalg.norm(D, axis=1, keepdims=True)
@@ -194,6 +196,8 @@ def test_sae_scale_certify_in_a_memory_limited_subprocess(tmp_path):
         assert float(np.max(cert.report.signals.relative_gap)) < 1e-8
         ratio, _ = block_ratio_matrix_free(cert, D, 0.5, iterations=5)
         assert np.all(np.isfinite(ratio))
+        S, u = splitting_matrix_free(cert, D, iterations=5)
+        assert np.all(np.isfinite(S)) and np.all(np.isfinite(u))
         print("PEAK", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         """
     )

@@ -71,7 +71,9 @@ def plan_certify(n, d, k, *, chunk_size, itemsize=8, mean_l0=64, second_order=Tr
     res = n * d * itemsize if second_order else 0
     # active pairs (csr: index + value) and the positive codes, plus the splitting test's pairs
     pairs = n * mean_l0 * (3 * 16 + 8) if second_order else 0
-    pair_block = 16384 * d * (block + 1) * itemsize if second_order else 0
+    # a block of pairs: the block test's products, and the splitting test's gathered blocks and
+    # per-pair terms (pair_block x d x block each)
+    pair_block = 16384 * d * (2 * block + 1) * itemsize if second_order else 0
     atoms = k * d * itemsize * (6 + (3 * block if second_order else 0))
     atoms += 2 * k * k * itemsize  # the Gram matrix of the active-set solver, and a copy
     return MemoryPlan(chunk, res, pairs + pair_block, atoms)

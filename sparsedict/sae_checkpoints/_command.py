@@ -4,6 +4,7 @@ status (0: done; 1: the worst relative stationarity exceeds `fail_above`; 2: bad
 import dataclasses
 import json
 import os
+from typing import Any
 
 import jax
 import numpy as np
@@ -190,7 +191,7 @@ def run_certify_sae(
     out(f"worst relative stationarity {worst:.3e}; certify took {cert.seconds:.1f} s")
     if json_path is not None or npz_path is not None:
         a = report.atoms
-        payload = {
+        payload: dict[str, Any] = {
             "sae": {
                 "path": os.fspath(sae_path),
                 "library": sae.library,
