@@ -52,6 +52,17 @@ def _orthonormal(U, D):
     return _tangent(jnp.linalg.qr(_tangent(U, D))[0], D)
 
 
+def _strength(R, u, pairs):
+    r"""$S_k = \sum_p c_p |r_{i_p} \cdot u_{k_p}|$, a block of pairs at a time."""
+
+    def add_block(acc, block):
+        rows, cols, c = block
+        terms = c * jnp.abs(jnp.sum(R[rows] * u[cols], axis=-1))
+        return acc + jax.ops.segment_sum(terms, cols, num_segments=u.shape[0]), None
+
+    return jax.lax.scan(add_block, jnp.zeros(u.shape[0], u.dtype), pairs)[0]
+
+
 @functools.partial(jax.jit, static_argnames=("iterations",))
 def _split(R, D, pairs, Q, iterations):
     """`(S (k,), u (k, d))` from the start blocks `Q` (k, d, b)."""
@@ -71,9 +82,9 @@ def _split(R, D, pairs, Q, iterations):
         return jnp.where(n > 0, v / jnp.where(n > 0, n, 1.0), u)
 
     u = jax.lax.fori_loop(0, _L1_PCA_STEPS, step, u)
-    rows, cols, c = (p.reshape(-1) for p in pairs)
-    S = jax.ops.segment_sum(c * jnp.abs(jnp.sum(R[rows] * u[cols], axis=-1)), cols, D.shape[0])
-    has_pairs = jax.ops.segment_sum(c, cols, D.shape[0]) > 0
+    S = _strength(R, u, pairs)
+    _, cols, c = pairs
+    has_pairs = jax.ops.segment_sum(c.reshape(-1), cols.reshape(-1), D.shape[0]) > 0
     return S, jnp.where(has_pairs[:, None], u, 0.0)
 
 
