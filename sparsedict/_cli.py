@@ -285,6 +285,13 @@ def _certify(args) -> int:
     print(
         f"wide-limit bound {bound:.6g}; objective - bound = {float(report.objective) - bound:.4g}"
     )
+    if args.npz is not None:
+        from .sae_checkpoints._command import report_payload, write_npz
+
+        payload = report_payload(report)
+        payload["summary"]["wide_limit_bound"] = bound
+        write_npz(args.npz, payload)
+        _note(f"wrote {args.npz}")
     return 0
 
 
@@ -514,9 +521,9 @@ def main(argv=None) -> int:
         "--target-l0", "use the lam whose exact codes have this mean L0 (TopK SAEs)", type=float
     )
     sae_option("--json", "write every summary and per-atom array here")
-    sae_option(
+    cert.add_argument(
         "--npz",
-        "write every summary, per-atom and per-signal array (split directions too) to one "
+        help="write every summary, per-atom and per-signal array (split directions too) to one "
         "np.savez file, keys like per_atom/split_strength",
     )
     sae_option("--plot", "per-atom stationarity against usage (PNG)")

@@ -129,6 +129,28 @@ def test_certify_sae_checkpoint_end_to_end(tmp_path, capsys):
     assert code == 1  # a 50-step SAE is far from stationary
 
 
+def test_certify_npz_round_trip(files, capsys, tmp_path):
+    """`certify --dictionary ... --npz F`: every array of the report, as `optimality.certify`
+    computes it, read back from the file."""
+    code, _, err = run(["certify", "--dictionary", files["D"], "--lam", "0.1", "--data",
+                        files["X"], "--float64", "--npz", tmp_path / "r.npz"], capsys)  # fmt: skip
+    assert code == 0, err
+    X, D = np.load(files["X"]), np.load(files["D"])
+    ref = sd.optimality.certify(X, D, 0.1)
+    with np.load(tmp_path / "r.npz") as saved:
+        for part, tree in (("per_atom", ref.atoms), ("per_signal", ref.signals),
+                           ("free_atom", ref.free_atom)):  # fmt: skip
+            for name in type(tree).__dataclass_fields__:
+                want = np.asarray(getattr(tree, name))
+                got = saved[f"{part}/{name}"]
+                np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=name)
+        assert float(saved["summary/objective"]) == pytest.approx(float(ref.objective), rel=1e-12)
+        assert float(saved["summary/wide_limit_bound"]) == pytest.approx(
+            float(sd.wide_limit.bound(X, 0.1)), rel=1e-12
+        )
+        assert saved["per_atom/split_direction"].shape == (12, 8)
+
+
 def test_load_array_reads_a_column_major_file_whole(files):
     D = np.load(files["D"])
     assert np.load(files["DT"]).flags.f_contiguous  # np.save of a transposed array

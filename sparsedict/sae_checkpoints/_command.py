@@ -57,6 +57,26 @@ def write_npz(path, payload) -> None:
     np.savez(path, **{key: np.asarray(value) for key, value in _flat(payload).items()})
 
 
+def report_payload(report) -> dict[str, Any]:
+    """Every array of an `OptimalityReport` as nested dicts (`summary`, `per_atom`,
+    `per_signal`, `free_atom`), for `write_npz`; second-order fields that were not computed are
+    left out."""
+    a, sig, fa = report.atoms, report.signals, report.free_atom
+    return {
+        "lam": report.lam,
+        "summary": {
+            "objective": report.objective,
+            "worst_relative_stationarity": report.stationary_residual,
+            "max_kkt": np.max(sig.kkt),
+            "max_gap": np.max(sig.gap),
+            "free_atom_ratio": fa.ratio,
+        },
+        "per_atom": {f.name: getattr(a, f.name) for f in dataclasses.fields(a)},
+        "per_signal": {f.name: getattr(sig, f.name) for f in dataclasses.fields(sig)},
+        "free_atom": {f.name: getattr(fa, f.name) for f in dataclasses.fields(fa)},
+    }
+
+
 def _plot(path, usage, stationarity, block):
     import matplotlib
 
