@@ -132,7 +132,7 @@ def test_weighted_chunked_equals_in_memory(seed):
         np.testing.assert_allclose(
             np.asarray(getattr(got.atoms, name), float),
             want,
-            rtol=1e-8 if name == "block_ratio" else 0,  # eigenvalue by subspace iteration
+            rtol=0,
             atol=TIGHT * max(1.0, float(np.max(np.abs(want)))),
             err_msg=name,
         )
