@@ -148,7 +148,7 @@ def test_saelens_gated_folder_encodes_as_saelens(tmp_path):
     rng = np.random.default_rng(7)
     d, k = 10, 24
     X = feature_mixture(n=300, d=d, seed=3, dtype=np.float64) + 0.5
-    stored = _write_saelens_gated(tmp_path / "folded", rng, d, k)
+    stored = stored_folded = _write_saelens_gated(tmp_path / "folded", rng, d, k)
     sae = load_sae(tmp_path / "folded")
     assert sae.activation == "gated" and sae.lam is None
     assert "no exact lasso lam" in sae.lam_convention
@@ -166,6 +166,14 @@ def test_saelens_gated_folder_encodes_as_saelens(tmp_path):
     np.save(tmp_path / "X.npy", s * X)
     assert run_certify_sae(tmp_path / "folded", tmp_path / "X.npy", out=lines.append) == 2
     assert "no exact lasso lam" in lines[-1]
+    # with a lam, the whole command runs on it (the metrics use the gated encoder)
+    np.save(tmp_path / "X.npy", X)
+    assert run_certify_sae(tmp_path / "folded", tmp_path / "X.npy", lam=0.2, chunk_size=100,
+                           second_order=False, json_path=tmp_path / "r.json",
+                           out=lines.append) == 0  # fmt: skip
+    l0_encoder = json.load(open(tmp_path / "r.json"))["per_signal"]["l0_encoder"]
+    want = _numpy_gated_encode(X, stored_folded)
+    np.testing.assert_array_equal(l0_encoder, np.sum(want > 0, axis=1))
 
 
 def test_saelens_unfolded_scaling_needs_the_factor(trained, tmp_path):
