@@ -331,7 +331,9 @@ def certify_chunked(
         weights=np.concatenate(weight_parts) if keep_residuals else None,
     )
     if second_order:
-        cert = with_second_order(cert, D, lam_f, atoms=atoms, iterations=iterations)
+        cert = with_second_order(
+            cert, D, lam_f, atoms=atoms, iterations=iterations, progress=progress
+        )
     return dataclasses.replace(cert, seconds=time.perf_counter() - t0)
 
 
