@@ -11,7 +11,6 @@ import time
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 sys.path.insert(0, "benchmarks")
 from learning import initial_dictionary, load_patches  # noqa: E402
@@ -37,7 +36,9 @@ def warm(learner, n=300):
     state = learner.init(X, D0)
     for i in range(n // steps):
         s = (i * steps * b) % (50_000 - steps * b)
-        state, _ = chunk(learner, lam, jnp.float32(1e-4), state, X[s : s + steps * b].reshape(steps, b, 64))
+        state, _ = chunk(
+            learner, lam, jnp.float32(1e-4), state, X[s : s + steps * b].reshape(steps, b, 64)
+        )
     return state
 
 
@@ -65,33 +66,41 @@ def main():
                 def one(c, x):
                     r = solve_codes(x, D, lam, solver=solver, tol=t, max_steps=1000, polished=False)
                     return c, (r.codes, r.steps)
+
                 return jax.lax.scan(one, 0, batches)[1]
 
             ms = timeit(codes, batches, D)
             _, st = codes(batches, D)
-            print(f"codes {solver:10s} tol={tol:g}: {ms:7.2f} ms/step  mean steps {float(jnp.mean(st)):.1f}")
+            mean = float(jnp.mean(st))
+            print(f"codes {solver:10s} tol={tol:g}: {ms:7.2f} ms/step  mean steps {mean:.1f}")
     A = solve_codes(batches[0], D, lam, tol=jnp.float32(1e-4), polished=False).codes
     mask = jnp.ones(256, bool)
 
     @jax.jit
     def atoms(D, AtA, AtX):
-        return jax.lax.scan(lambda D, _: (update_atoms(D, AtA, AtX, mask, sweeps=4), 0), D, None, length=steps)[0]
+        return jax.lax.scan(
+            lambda D, _: (update_atoms(D, AtA, AtX, mask, sweeps=4), 0), D, None, length=steps
+        )[0]
 
     @jax.jit
     def atoms1(D, AtA, AtX):
-        return jax.lax.scan(lambda D, _: (update_atoms(D, AtA, AtX, mask, sweeps=1), 0), D, None, length=steps)[0]
+        return jax.lax.scan(
+            lambda D, _: (update_atoms(D, AtA, AtX, mask, sweeps=1), 0), D, None, length=steps
+        )[0]
 
     @jax.jit
     def stats(batches, A, AtA, AtX):
         def one(c, x):
             a, ax = c
             return (0.9 * a + A.T @ A / b, 0.9 * ax + A.T @ x / b), 0
+
         return jax.lax.scan(one, (AtA, AtX), batches)[0]
 
     @jax.jit
     def revive(batches, D, A):
         def one(D, x):
             return revive_dead_atoms(D, x - A @ D, jnp.diagonal(AtA), lam, mask)[0], 0
+
         return jax.lax.scan(one, D, batches)[0]
 
     @jax.jit
@@ -105,7 +114,11 @@ def main():
     print(f"step_info:      {timeit(info, batches, D, A):7.2f} ms/step")
     for solver in ("fista", "active_set"):
         learner = Online(solver=solver, memory=25_000.0)
-        print(f"full step {solver}, tol 1e-4: {timeit(lambda s: chunk(learner, lam, jnp.float32(1e-4), s, batches), state):7.2f} ms/step")
+
+        def full(s, learner=learner):
+            return chunk(learner, lam, jnp.float32(1e-4), s, batches)
+
+        print(f"full step {solver}, tol 1e-4: {timeit(full, state):7.2f} ms/step")
     print("load", open("/proc/loadavg").read().strip())
 
 
