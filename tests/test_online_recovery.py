@@ -84,3 +84,31 @@ def test_statistics_are_the_discounted_sums():
         state, _ = learner.step(batch, lam, tol, state)
         np.testing.assert_allclose(np.asarray(state.AtA), AtA, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(np.asarray(state.AtX), AtX, rtol=1e-10, atol=1e-12)
+
+
+def test_minibatch_codes_are_capped_fista_steps():
+    """The default minibatch codes are at most `code_steps` FISTA steps (reference: the coding
+    driver with FISTA and that step cap); `code_steps=None` gives certified codes."""
+    X, _ = planted_problem(6, 6, 10, 64, 0.3, 0.01)
+    D = jnp.asarray(unit_rows(X[:6]))
+    lam, tol = jnp.asarray(0.05), jnp.asarray(1e-12)
+    batch = jnp.asarray(X)
+    assert Online().code_steps == 40
+    for steps in (3, 40):
+        got = Online(code_steps=steps).exact_codes(batch, D, lam, tol, None)
+        ref = sd.sparse_code(X, D, 0.05, solver="fista", tol=1e-12, max_steps=steps).codes
+        np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-12, atol=1e-14)
+    exact = Online(code_steps=None).exact_codes(batch, D, lam, tol, None)
+    ref = sd.sparse_code(X, D, 0.05, tol=1e-12).codes
+    np.testing.assert_allclose(np.asarray(exact), np.asarray(ref), atol=1e-8)
+    three = Online(code_steps=3).exact_codes(batch, D, lam, tol, None)
+    assert np.max(np.abs(np.asarray(three) - np.asarray(ref))) > 1e-6  # the cap is honoured
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_code_steps_is_validated(bad):
+    X, _ = planted_problem(7, 4, 6, 64, 0.3, 0.01)
+    with pytest.raises((ValueError, TypeError), match="code_steps"):
+        sd.learn_dictionary(X, 4, 0.05, method="online", code_steps=bad, max_steps=1)
+    with pytest.raises(ValueError, match="code_steps"):
+        Online(code_steps=bad)
