@@ -253,7 +253,9 @@ class NonnegativeMiniBatchDictionaryLearning(_DictionaryLearner):
         )
 
     def partial_fit(self, X, y=None):
-        """One online step on the minibatch `X`: codes, statistics update, atom sweeps."""
+        """One online step on the minibatch `X`: certified codes (as scikit-learn's `partial_fit`
+        codes its minibatch to convergence; `fit`'s online learner caps the code steps instead,
+        see `learn_dictionary(code_steps=...)`), statistics update, atom sweeps."""
         import jax.numpy as jnp
 
         from ._learning._online import Online
@@ -261,7 +263,7 @@ class NonnegativeMiniBatchDictionaryLearning(_DictionaryLearner):
         first = not hasattr(self, "_state")
         X = _validate(self, X, reset=first)
         alpha = _check_alpha(self.alpha)
-        learner = Online(solver=self.solver, forgetting=float(self.forgetting))
+        learner = Online(solver=self.solver, forgetting=float(self.forgetting), code_steps=None)
         if first:
             k = X.shape[1] if self.n_components is None else int(self.n_components)
             if X.shape[0] < k:
